@@ -1,0 +1,54 @@
+// The Disk interface: one vdev's bytes, as the engine sees them. FileDisk (file-disk.ts) is the
+// real one, SimDisk (sim-disk.ts) the simulated one with crashes and faults; disk.contract.ts
+// runs one suite against both.
+//
+// Rules every implementation keeps:
+// - Offsets and lengths are multiples of limits.sectorBytes, within [0, size()], and a single I/O
+//   is at most limits.diskIoBytesMax. Anything else is EINVAL and touches nothing.
+// - A write is volatile until a later sync() resolves: a crash may keep, drop or tear it (sector
+//   granularity). sync() makes durable every write and resize that resolved before sync() began.
+// - Buffers: read() returns a new buffer the caller owns. write() may use `data` until its promise
+//   resolves; the caller must not change it before then, and owns it again afterwards.
+// - Ordering: two overlapping writes in flight at once have no defined order; callers never issue
+//   them. A read that overlaps an in-flight write may see either version.
+// - Errors: EINVAL (bad range or argument), EIO (device error), ENOSPC (write or resize could not
+//   get space), ENOTSUP (resize of a block device). No other codes.
+
+import { mpError } from './errors.js';
+import { limits } from './limits.js';
+
+export interface Disk {
+  /** Addressable bytes, a multiple of limits.sectorBytes. */
+  size(): number;
+  read(offset: number, length: number): Promise<Uint8Array>;
+  write(offset: number, data: Uint8Array): Promise<void>;
+  sync(): Promise<void>;
+  /** Grows (with zeros) or shrinks the disk; volatile until sync(). */
+  resize(bytes: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+function isSectorMultiple(n: number): boolean {
+  return Number.isSafeInteger(n) && n >= 0 && n % limits.sectorBytes === 0;
+}
+
+/** Validates one I/O's range against a disk of `size` bytes; EINVAL if it is not allowed. */
+export function checkDiskRange(offset: number, length: number, size: number): void {
+  const details = { offset, length, size };
+  if (!isSectorMultiple(offset) || !isSectorMultiple(length)) {
+    throw mpError('EINVAL', `disk I/O must be whole ${limits.sectorBytes}-byte sectors`, details);
+  }
+  if (length > limits.diskIoBytesMax) {
+    throw mpError('EINVAL', `disk I/O of ${length} bytes exceeds ${limits.diskIoBytesMax}`, details);
+  }
+  if (offset + length > size) {
+    throw mpError('EINVAL', `disk I/O [${offset}, ${offset + length}) is past the end (${size})`, details);
+  }
+}
+
+/** Validates a new disk size; EINVAL if it is not allowed. */
+export function checkDiskSize(bytes: number, maxBytes: number = limits.diskBytesMax): void {
+  if (!isSectorMultiple(bytes) || bytes > maxBytes) {
+    throw mpError('EINVAL', `disk size must be whole sectors up to ${maxBytes} bytes, got ${bytes}`, { bytes });
+  }
+}

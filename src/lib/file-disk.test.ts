@@ -1,0 +1,104 @@
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { diskContract } from './disk.contract.js';
+import type { ErrorCode } from './errors.js';
+import { FileDisk } from './file-disk.js';
+import { limits } from './limits.js';
+
+/** Matches a MirrorpoolError with `code` (typed as Error so toThrow takes it). */
+const withCode = (code: ErrorCode): Error => expect.objectContaining({ name: 'MirrorpoolError', code }) as Error;
+
+const SECTOR = limits.sectorBytes;
+
+diskContract('FileDisk', async (sizeBytes) => {
+  const dir = await mkdtemp(join(tmpdir(), 'mirrorpool-file-disk-'));
+  const disk = await FileDisk.open(join(dir, 'disk.img'), { createBytes: sizeBytes });
+  return {
+    disk,
+    async cleanup() {
+      await disk.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+});
+
+describe('FileDisk', () => {
+  let dir = '';
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mirrorpool-file-disk-'));
+  });
+
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('creates a file of the asked size', async () => {
+    const path = join(dir, 'new.img');
+    const disk = await FileDisk.open(path, { createBytes: 8 * SECTOR });
+    expect(disk.path).toBe(path);
+    expect(disk.size()).toBe(8 * SECTOR);
+    expect((await stat(path)).size).toBe(8 * SECTOR);
+    await disk.close();
+  });
+
+  it('fails to open a missing path with ENOENT', async () => {
+    await expect(FileDisk.open(join(dir, 'missing.img'))).rejects.toEqual(withCode('ENOENT'));
+  });
+
+  it('refuses to create over an existing path with EEXIST and leaves it alone', async () => {
+    const path = join(dir, 'taken.img');
+    await writeFile(path, new Uint8Array(SECTOR).fill(7));
+    await expect(FileDisk.open(path, { createBytes: 4 * SECTOR })).rejects.toEqual(withCode('EEXIST'));
+    expect((await stat(path)).size).toBe(SECTOR);
+  });
+
+  it('refuses to create a file of a bad size with EINVAL', async () => {
+    const path = join(dir, 'bad.img');
+    for (const bytes of [-SECTOR, SECTOR + 1, NaN]) {
+      await expect(FileDisk.open(path, { createBytes: bytes }), String(bytes)).rejects.toEqual(withCode('EINVAL'));
+    }
+    await expect(stat(path)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('refuses to open a directory with EINVAL', async () => {
+    const sub = join(dir, 'sub');
+    await mkdir(sub);
+    await expect(FileDisk.open(sub)).rejects.toEqual(withCode('EINVAL'));
+  });
+
+  it('sees the data again when reopened after close', async () => {
+    const path = join(dir, 'reopen.img');
+    const data = new Uint8Array(2 * SECTOR).map((_, i) => (i * 7) & 0xff);
+    const first = await FileDisk.open(path, { createBytes: 16 * SECTOR });
+    await first.write(3 * SECTOR, data);
+    await first.sync();
+    await first.close();
+    const second = await FileDisk.open(path);
+    expect(second.size()).toBe(16 * SECTOR);
+    expect([...(await second.read(3 * SECTOR, 2 * SECTOR))]).toEqual([...data]);
+    await second.close();
+  });
+
+  it('keeps a resize across reopen', async () => {
+    const path = join(dir, 'resize.img');
+    const first = await FileDisk.open(path, { createBytes: 4 * SECTOR });
+    await first.resize(10 * SECTOR);
+    await first.sync();
+    await first.close();
+    const second = await FileDisk.open(path);
+    expect(second.size()).toBe(10 * SECTOR);
+    await second.close();
+  });
+
+  it('does not address a trailing partial sector of an existing file', async () => {
+    const path = join(dir, 'ragged.img');
+    await writeFile(path, new Uint8Array(3 * SECTOR + 100));
+    const disk = await FileDisk.open(path);
+    expect(disk.size()).toBe(3 * SECTOR);
+    await expect(disk.read(3 * SECTOR, SECTOR)).rejects.toEqual(withCode('EINVAL'));
+    await disk.close();
+  });
+});
