@@ -38,18 +38,19 @@ const coreIo = {
   ],
 };
 
-const layerConfigs = LAYERS.map((layer) => ({
-  files: [`src/${layer}/**/*.ts`],
-  rules: {
-    'no-restricted-imports': [
-      'error',
-      {
-        patterns: layeringFor(layer),
-        ...(CORE.includes(layer) ? coreIo : {}),
-      },
-    ],
+// Tests beside the core may use real files (temp folders) but still respect the layer order.
+const layerConfigs = LAYERS.flatMap((layer) => [
+  {
+    files: [`src/${layer}/**/*.ts`],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: layeringFor(layer), ...(CORE.includes(layer) ? coreIo : {}) }],
+    },
   },
-}));
+  {
+    files: [`src/${layer}/**/*.test.ts`],
+    rules: { 'no-restricted-imports': ['error', { patterns: layeringFor(layer) }] },
+  },
+]);
 
 const coreTime = {
   files: CORE.map((layer) => `src/${layer}/**/*.ts`),

@@ -1,0 +1,39 @@
+// BlockStore: what an object set needs from the pool to keep its blocks — read a block by its
+// pointer (verified, healed, cached), write a new block (allocated and checksummed), free one.
+// The pool implements it over the space allocator, BlockIo and the block cache; datasets wrap
+// `free` to send blocks older than their newest snapshot to a deadlist instead.
+
+import type { BlockPointer, BlockType, Txg } from './types.js';
+
+export interface ReadContext {
+  /** What is being read, for error messages ("dataset pool/a", "MOS"). */
+  readonly what: string;
+  readonly object?: number;
+  readonly offset?: number;
+}
+
+export interface WriteMeta {
+  readonly type: BlockType;
+  readonly level: number;
+  readonly checksumKind: number;
+  /** Non-hole data blocks beneath (1 for a data block). */
+  readonly fill: number;
+  /** Copies to keep: 1 for data, 2 (on distinct vdevs where possible) for metadata. */
+  readonly copies: number;
+}
+
+export interface BlockStore {
+  /** Reads and verifies a block; a hole reads as lsize zeros. ECKSUM/EIO only with no good copy. */
+  read(bp: BlockPointer, context: ReadContext): Promise<Uint8Array>;
+  /** Allocates and writes `data` (a sector multiple) in txg `txg`; returns its pointer. ENOSPC. */
+  write(data: Uint8Array, meta: WriteMeta, txg: Txg): Promise<BlockPointer>;
+  /** Releases a block that txg `txg` no longer references. */
+  free(bp: BlockPointer, txg: Txg): void;
+}
+
+/** Allocated bytes of a block, all copies. */
+export function bpAllocatedBytes(bp: BlockPointer): number {
+  let sum = 0;
+  for (const dva of bp.dvas) sum += dva.asize;
+  return sum;
+}

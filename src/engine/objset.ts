@@ -1,0 +1,392 @@
+// An object set: a meta-dnode whose data is an array of dnodes, plus the dirty state of the open
+// and the syncing txg. Reads look through the layers newest first (open txg, syncing txg) and
+// then the synced tree; writes only ever touch the layer of their own txg. syncTxg(t) writes
+// layer t copy-on-write (data, indirect blocks, dnode blocks, the objset block) and returns the
+// new root pointer; the previous tree stays readable until its space is reused, which the
+// allocator defers past the txgs that could still be imported.
+// Callers: the DMU operations (dmu.ts) and the pool (MOS) and datasets.
+
+import { assert, mpError, readU64Number, writeU64Number } from '../lib/index.js';
+import type { BlockStore, ReadContext } from './block-store.js';
+import {
+  DNODE_BLOCK_BYTES,
+  DNODE_BYTES,
+  DNODES_PER_BLOCK,
+  type Dnode,
+  FREE_DNODE,
+  ObjectType,
+  decodeDnode,
+  encodeDnode,
+  levelsFor,
+} from './dnode.js';
+import { lookupBlock, syncTree } from './tree.js';
+import { type BlockPointer, BlockType, HOLE, type ObjectId, type Txg, isHole, objectId } from './types.js';
+
+export const ObjsetType = { mos: 1, dataset: 2 } as const;
+export type ObjsetType = (typeof ObjsetType)[keyof typeof ObjsetType];
+
+const OBJSET_BYTES = 1024;
+const OBJSET_MAGIC = 0x5445_534a_424f_504dn; // "MPOBJSET" little-endian
+const OBJSET_VERSION = 1;
+const DNODE_SHIFT = Math.log2(DNODE_BLOCK_BYTES);
+/** Synced dnodes kept decoded; beyond this the oldest are dropped and re-read when needed. */
+const DNODE_CACHE_MAX = 65_536;
+/** The first object number handed out; 0 is never an object. */
+export const FIRST_OBJECT = 1;
+
+/** The logical state of an object in a txg, without its tree (which only sync knows). */
+export interface ObjectHeader {
+  readonly type: ObjectType;
+  readonly blockShift: number;
+  readonly maxBlockShift: number;
+  readonly size: number;
+  readonly blocks: number;
+  readonly bonus: Uint8Array;
+  readonly bonusType: number;
+  readonly checksumKind: number;
+  readonly createdTxg: Txg;
+}
+
+/** One object's changes in one txg. */
+export interface ObjectDirty {
+  header: ObjectHeader;
+  /** The object was freed (and maybe created again) in this txg: nothing older shows through. */
+  replaced: boolean;
+  readonly blocks: Map<number, Uint8Array>;
+  readonly freed: [number, number][];
+}
+
+interface TxgLayer {
+  readonly txg: Txg;
+  readonly objects: Map<ObjectId, ObjectDirty>;
+  dirtyBytes: number;
+  nextObject: number;
+}
+
+export interface ObjsetPhys {
+  readonly type: ObjsetType;
+  readonly nextObject: number;
+  readonly meta: Dnode;
+}
+
+export const FREE_HEADER: ObjectHeader = headerOf(FREE_DNODE);
+
+export function headerOf(d: Dnode): ObjectHeader {
+  return {
+    type: d.type,
+    blockShift: d.blockShift,
+    maxBlockShift: d.maxBlockShift,
+    size: d.size,
+    blocks: d.blocks,
+    bonus: d.bonus,
+    bonusType: d.bonusType,
+    checksumKind: d.checksumKind,
+    createdTxg: d.createdTxg,
+  };
+}
+
+function emptyMeta(checksumKind: number): Dnode {
+  return { ...FREE_DNODE, type: ObjectType.dnodes, levels: 1, blockShift: DNODE_SHIFT, maxBlockShift: DNODE_SHIFT, checksumKind };
+}
+
+function encodePhys(p: ObjsetPhys): Uint8Array {
+  const out = new Uint8Array(OBJSET_BYTES);
+  const v = new DataView(out.buffer);
+  v.setBigUint64(0, OBJSET_MAGIC, true);
+  v.setUint32(8, OBJSET_VERSION, true);
+  v.setUint32(12, p.type, true);
+  writeU64Number(out, 16, p.nextObject);
+  encodeDnode(p.meta, out, 64);
+  return out;
+}
+
+export function decodeObjsetPhys(bytes: Uint8Array, ctx: ReadContext): ObjsetPhys {
+  const bad = (why: string): Error => mpError('EPROTO', `corrupt object set (${ctx.what}): ${why}`, { ...ctx });
+  if (bytes.length < OBJSET_BYTES) throw bad('short block');
+  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (v.getBigUint64(0, true) !== OBJSET_MAGIC) throw bad('bad magic');
+  if (v.getUint32(8, true) !== OBJSET_VERSION) throw bad(`unsupported version ${v.getUint32(8, true)}`);
+  const type = v.getUint32(12, true);
+  if (type !== ObjsetType.mos && type !== ObjsetType.dataset) throw bad(`unknown type ${type}`);
+  const meta = decodeDnode(bytes, 64, { ...ctx, object: 0 });
+  if (meta.type !== ObjectType.dnodes || meta.blockShift !== DNODE_SHIFT) throw bad('meta-dnode is not a dnode array');
+  return { type, nextObject: readU64Number(bytes, 16), meta };
+}
+
+export class ObjectSet {
+  readonly what: string;
+  readonly store: BlockStore;
+  private phys: ObjsetPhys;
+  private root: BlockPointer;
+  private readonly dnodes = new Map<ObjectId, Dnode>();
+  private readonly locks = new Map<ObjectId, Promise<void>>();
+  /** Newest first: at most the open txg and the syncing txg. */
+  private layers: TxgLayer[] = [];
+
+  private constructor(store: BlockStore, what: string, phys: ObjsetPhys, root: BlockPointer) {
+    this.store = store;
+    this.what = what;
+    this.phys = phys;
+    this.root = root;
+  }
+
+  /** A new, empty object set; it reaches disk with its first sync. */
+  static create(store: BlockStore, what: string, type: ObjsetType, checksumKind: number): ObjectSet {
+    return new ObjectSet(store, what, { type, nextObject: FIRST_OBJECT, meta: emptyMeta(checksumKind) }, HOLE);
+  }
+
+  static async open(store: BlockStore, what: string, root: BlockPointer): Promise<ObjectSet> {
+    const ctx = { what };
+    if (isHole(root) || root.type !== BlockType.objset) {
+      throw mpError('EPROTO', `${what}: root pointer is not an object set`, { what });
+    }
+    return new ObjectSet(store, what, decodeObjsetPhys(await store.read(root, ctx), ctx), root);
+  }
+
+  get type(): ObjsetType {
+    return this.phys.type;
+  }
+
+  /** The root pointer as of the last sync (HOLE before the first). */
+  rootPointer(): BlockPointer {
+    return this.root;
+  }
+
+  /** Bytes of dirty data blocks held for `t` (all txgs when absent). */
+  dirtyBytes(t?: Txg): number {
+    return this.layers.filter((l) => t === undefined || l.txg === t).reduce((s, l) => s + l.dirtyBytes, 0);
+  }
+
+  /** Whether txg `t` changed anything here (an untouched object set is not rewritten). */
+  hasDirty(t: Txg): boolean {
+    return this.layers.some((l) => l.txg === t);
+  }
+
+  /** Whether `obj` has changes not yet synced. */
+  isDirty(obj: ObjectId): boolean {
+    return this.layers.some((l) => l.objects.has(obj));
+  }
+
+  /** Runs `fn` with the object's mutation lock: changes to one object never interleave. */
+  async locked<T>(obj: ObjectId, fn: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(obj) ?? Promise.resolve();
+    let release = (): void => undefined;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    const chained = previous.then(() => mine);
+    this.locks.set(obj, chained);
+    await previous;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.locks.get(obj) === chained) this.locks.delete(obj);
+    }
+  }
+
+  /** The object's state as the newest txg sees it; FREE_HEADER when it does not exist. */
+  async header(obj: ObjectId): Promise<ObjectHeader> {
+    for (const layer of this.layers) {
+      const od = layer.objects.get(obj);
+      if (od !== undefined) return od.header;
+    }
+    return headerOf(await this.syncedDnode(obj));
+  }
+
+  /** The next object number `allocate` would hand out in the newest txg. */
+  nextObject(): number {
+    return this.layers[0]?.nextObject ?? this.phys.nextObject;
+  }
+
+  /** Takes the next object number in txg `t` (deterministic: a cursor, never a scan). */
+  takeObjectNumber(t: Txg): ObjectId {
+    const layer = this.layer(t);
+    const id = objectId(layer.nextObject);
+    layer.nextObject++;
+    return id;
+  }
+
+  /** Makes sure the cursor is past `obj` (after claiming a given number). */
+  bumpObjectNumber(t: Txg, obj: ObjectId): void {
+    const layer = this.layer(t);
+    layer.nextObject = Math.max(layer.nextObject, obj + 1);
+  }
+
+  /**
+   * The dirty record of `obj` in txg `t`, created from the current header on first touch.
+   * Call only after awaiting `header(obj)` in the same synchronous run, so the copy is current.
+   */
+  dirty(t: Txg, obj: ObjectId, current: ObjectHeader): ObjectDirty {
+    const layer = this.layer(t);
+    let od = layer.objects.get(obj);
+    if (od === undefined) {
+      od = { header: current, replaced: false, blocks: new Map(), freed: [] };
+      layer.objects.set(obj, od);
+    }
+    return od;
+  }
+
+  /** Accounts a newly dirtied block of `bytes` in txg `t` (for backpressure). */
+  addDirtyBytes(t: Txg, bytes: number): void {
+    this.layer(t).dirtyBytes += bytes;
+  }
+
+  /**
+   * Block `blockId` of `obj` as txg `upTo` sees it (layers newer than `upTo` are skipped), resized
+   * to `1 << blockShift` bytes. A fresh buffer the caller owns.
+   */
+  async readBlock(obj: ObjectId, blockId: number, blockShift: number, upTo?: Txg): Promise<Uint8Array> {
+    const bytes = 1 << blockShift;
+    for (const layer of this.layers) {
+      if (upTo !== undefined && layer.txg > upTo) continue;
+      const od = layer.objects.get(obj);
+      if (od === undefined) continue;
+      const block = od.blocks.get(blockId);
+      if (block !== undefined) return fitted(block, bytes);
+      if (od.replaced || od.freed.some(([s, e]) => blockId >= s && blockId < e)) return new Uint8Array(bytes);
+    }
+    const d = await this.syncedDnode(obj);
+    if (d.type === ObjectType.none) return new Uint8Array(bytes);
+    const ctx = { what: this.what, object: obj, offset: blockId * (1 << d.blockShift) };
+    const bp = await lookupBlock(this.store, d, blockId, ctx);
+    if (isHole(bp)) return new Uint8Array(bytes);
+    return fitted(await this.store.read(bp, ctx), bytes);
+  }
+
+  /** The dnode of `obj` as of the last sync. */
+  async syncedDnode(obj: ObjectId): Promise<Dnode> {
+    const cached = this.dnodes.get(obj);
+    if (cached !== undefined) return cached;
+    const blockId = Math.floor(obj / DNODES_PER_BLOCK);
+    if (blockId >= this.phys.meta.blocks) return FREE_DNODE;
+    const ctx = { what: this.what, object: 0, offset: blockId * DNODE_BLOCK_BYTES };
+    const bp = await lookupBlock(this.store, this.phys.meta, blockId, ctx);
+    if (isHole(bp)) return FREE_DNODE;
+    const block = await this.store.read(bp, ctx);
+    const d = decodeDnode(block, (obj % DNODES_PER_BLOCK) * DNODE_BYTES, { what: this.what, object: obj });
+    this.cacheDnode(obj, d);
+    return d;
+  }
+
+  /**
+   * Writes txg `t` to disk copy-on-write and returns the new root pointer (unchanged when the
+   * txg changed nothing). Layer `t` must be the oldest layer and no longer open.
+   */
+  async syncTxg(t: Txg): Promise<BlockPointer> {
+    const layer = this.layers.at(-1);
+    if (layer === undefined || layer.txg !== t) return this.root;
+    assert(layer.txg === t, 'syncTxg: txgs sync oldest first');
+    const synced = new Map<ObjectId, Dnode>();
+    const ids = [...layer.objects.keys()].sort((a, b) => a - b);
+    for (const obj of ids) {
+      const od = layer.objects.get(obj);
+      assert(od !== undefined);
+      synced.set(obj, await this.syncObject(t, obj, od));
+    }
+    const meta = await this.syncMeta(t, synced);
+    const phys: ObjsetPhys = { type: this.phys.type, nextObject: layer.nextObject, meta };
+    const root = await this.store.write(
+      encodePhys(phys),
+      { type: BlockType.objset, level: 0, checksumKind: meta.checksumKind, fill: 1, copies: 2 },
+      t,
+    );
+    if (!isHole(this.root)) this.store.free(this.root, t);
+    // Switch to the new tree in one synchronous step.
+    this.phys = phys;
+    this.root = root;
+    for (const [obj, d] of synced) this.cacheDnode(obj, d);
+    this.layers.pop();
+    return root;
+  }
+
+  private async syncObject(t: Txg, obj: ObjectId, od: ObjectDirty): Promise<Dnode> {
+    const ctx = { what: this.what, object: obj };
+    let base = await this.syncedDnode(obj);
+    let usedBytes = base.usedBytes;
+    if ((od.replaced || od.header.type === ObjectType.none) && base.type !== ObjectType.none) {
+      const all: [number, number][] = [[0, Number.MAX_SAFE_INTEGER]];
+      const meta = { txg: t, dataType: dataTypeOf(base.type), checksumKind: base.checksumKind, ctx };
+      const gone = await syncTree(this.store, base, base.levels, { blocks: new Map(), freed: all }, meta);
+      usedBytes += gone.usedDelta;
+      assert(usedBytes === 0, `object ${obj}: freeing the tree left ${usedBytes} bytes`);
+      base = { ...FREE_DNODE, bp: gone.root.bp };
+    }
+    const h = od.header;
+    if (h.type === ObjectType.none) return FREE_DNODE;
+    const start = base.type === ObjectType.none ? { bp: base.bp, levels: 1 } : base;
+    const levels = Math.max(start.levels, levelsFor(Math.max(1, h.blocks)));
+    const meta = { txg: t, dataType: dataTypeOf(h.type), checksumKind: h.checksumKind, ctx };
+    const { root, usedDelta } = await syncTree(this.store, start, levels, { blocks: od.blocks, freed: od.freed }, meta);
+    return { ...h, levels: root.levels, bp: root.bp, usedBytes: usedBytes + usedDelta };
+  }
+
+  private async syncMeta(t: Txg, synced: ReadonlyMap<ObjectId, Dnode>): Promise<Dnode> {
+    const meta = this.phys.meta;
+    const blocks = new Map<number, Uint8Array>();
+    for (const [obj, d] of synced) {
+      const blockId = Math.floor(obj / DNODES_PER_BLOCK);
+      let block = blocks.get(blockId);
+      if (block === undefined) {
+        block = await this.readMetaBlock(blockId);
+        blocks.set(blockId, block);
+      }
+      encodeDnode(d, block, (obj % DNODES_PER_BLOCK) * DNODE_BYTES);
+    }
+    const count = Math.max(meta.blocks, ...[...blocks.keys()].map((b) => b + 1));
+    const levels = Math.max(meta.levels, levelsFor(Math.max(1, count)));
+    const ctx = { what: this.what, object: 0 };
+    const syncMeta = { txg: t, dataType: BlockType.dnodes, checksumKind: meta.checksumKind, ctx };
+    const { root, usedDelta } = await syncTree(this.store, meta, levels, { blocks, freed: [] }, syncMeta);
+    return { ...meta, blocks: count, levels: root.levels, bp: root.bp, usedBytes: meta.usedBytes + usedDelta };
+  }
+
+  private async readMetaBlock(blockId: number): Promise<Uint8Array> {
+    if (blockId >= this.phys.meta.blocks) return new Uint8Array(DNODE_BLOCK_BYTES);
+    const ctx = { what: this.what, object: 0, offset: blockId * DNODE_BLOCK_BYTES };
+    const bp = await lookupBlock(this.store, this.phys.meta, blockId, ctx);
+    if (isHole(bp)) return new Uint8Array(DNODE_BLOCK_BYTES);
+    return fitted(await this.store.read(bp, ctx), DNODE_BLOCK_BYTES);
+  }
+
+  private layer(t: Txg): TxgLayer {
+    const newest = this.layers[0];
+    if (newest !== undefined && newest.txg === t) return newest;
+    assert(newest === undefined || newest.txg < t, `txg ${t} is older than the open txg ${newest?.txg}`);
+    assert(this.layers.length < 2, 'more than one open and one syncing txg');
+    const layer: TxgLayer = { txg: t, objects: new Map(), dirtyBytes: 0, nextObject: this.nextObject() };
+    this.layers.unshift(layer);
+    return layer;
+  }
+
+  private cacheDnode(obj: ObjectId, d: Dnode): void {
+    this.dnodes.delete(obj);
+    this.dnodes.set(obj, d);
+    if (this.dnodes.size > DNODE_CACHE_MAX) {
+      const oldest = this.dnodes.keys().next();
+      if (oldest.done !== true) this.dnodes.delete(oldest.value);
+    }
+  }
+
+  /** Meta-dnode figures, for status and debug output. */
+  summary(): { nextObject: number; dnodeBlocks: number; metaUsedBytes: number; root: BlockPointer; txgs: Txg[] } {
+    return {
+      nextObject: this.phys.nextObject,
+      dnodeBlocks: this.phys.meta.blocks,
+      metaUsedBytes: this.phys.meta.usedBytes,
+      root: this.root,
+      txgs: this.layers.map((l) => l.txg),
+    };
+  }
+}
+
+function dataTypeOf(type: ObjectType): BlockType {
+  return type === ObjectType.zap ? BlockType.zap : type === ObjectType.dnodes ? BlockType.dnodes : BlockType.data;
+}
+
+/** `block` zero-padded or cut to `bytes` (a block read at an older, smaller block size). */
+function fitted(block: Uint8Array, bytes: number): Uint8Array {
+  if (block.length === bytes) return block.slice();
+  const out = new Uint8Array(bytes);
+  out.set(block.subarray(0, Math.min(bytes, block.length)));
+  return out;
+}
+

@@ -1,0 +1,176 @@
+// The pool and the DMU against a naive model: a Map of object number -> bytes. Every step
+// compares reads with the model, across syncs, exports and imports, and checkInvariants() runs
+// after every txg (space accounting, no double references, every checksum).
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { hasCode } from '../lib/index.js';
+import * as dmu from './dmu.js';
+import { ObjectType } from './dnode.js';
+import type { Pool } from './pool.js';
+import { createSimPool, importSimPool, pattern, simMachine } from './test-support.js';
+import type { ObjectId } from './types.js';
+
+type Model = Map<ObjectId, Uint8Array>;
+
+async function inTx(pool: Pool, fn: (tx: dmu.Tx) => Promise<void>): Promise<void> {
+  const tx = await pool.assign();
+  try {
+    await fn(tx);
+  } finally {
+    tx.commit();
+  }
+}
+
+async function expectMatches(pool: Pool, model: Model, only?: ObjectId): Promise<void> {
+  for (const [obj, bytes] of model) {
+    if (only !== undefined && obj !== only) continue;
+    const info = await dmu.objectInfo(pool.root, obj);
+    expect(info.size, `object ${obj} size`).toBe(bytes.length);
+    const got = await dmu.read(pool.root, obj, 0, bytes.length + 100);
+    expect(Buffer.from(got).equals(Buffer.from(bytes)), `object ${obj} content`).toBe(true);
+  }
+}
+
+function resized(b: Uint8Array, n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  out.set(b.subarray(0, Math.min(n, b.length)));
+  return out;
+}
+
+const op = fc.oneof(
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('create' as const), blockBytes: fc.constantFrom(512, 4096, 131072) }) },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      k: fc.constant('write' as const),
+      pick: fc.nat(),
+      offset: fc.oneof(fc.nat({ max: 4096 }), fc.nat({ max: 700_000 })),
+      length: fc.oneof(fc.integer({ min: 1, max: 600 }), fc.integer({ min: 1, max: 300_000 })),
+      seed: fc.nat(),
+    }),
+  },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('freeRange' as const), pick: fc.nat(), offset: fc.nat({ max: 700_000 }), length: fc.nat({ max: 400_000 }) }) },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('truncate' as const), pick: fc.nat(), size: fc.nat({ max: 800_000 }) }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('free' as const), pick: fc.nat() }) },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('sync' as const) }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('reimport' as const) }) },
+);
+
+describe('pool and DMU', () => {
+  it('writes, reads back, syncs, exports and imports an object', async () => {
+    const m = simMachine(1);
+    let pool = await createSimPool(m);
+    let obj = 0 as ObjectId;
+    const data = pattern(7, 300_000);
+    await inTx(pool, async (tx) => {
+      obj = await dmu.createObject(pool.root, tx, { type: ObjectType.plain, blockBytes: 131072, checksumKind: 1 });
+      await dmu.write(pool.root, tx, obj, 1000, data);
+    });
+    expect(await dmu.read(pool.root, obj, 1000, data.length)).toEqual(data);
+    await pool.sync();
+    await pool.export();
+    pool = await importSimPool(m);
+    expect((await dmu.objectInfo(pool.root, obj)).size).toBe(301_000);
+    expect(await dmu.read(pool.root, obj, 1000, data.length)).toEqual(data);
+    expect(await dmu.read(pool.root, obj, 0, 1000)).toEqual(new Uint8Array(1000));
+    await pool.export();
+  });
+
+  it('finds data and holes with offsetNext', async () => {
+    const m = simMachine(2);
+    const pool = await createSimPool(m);
+    let obj = 0 as ObjectId;
+    await inTx(pool, async (tx) => {
+      obj = await dmu.createObject(pool.root, tx, { type: ObjectType.plain, blockBytes: 4096, checksumKind: 1 });
+      await dmu.write(pool.root, tx, obj, 4096 * 100, pattern(1, 4096));
+      await dmu.write(pool.root, tx, obj, 4096 * 300, pattern(2, 10));
+    });
+    expect(await pool.offsetNext(pool.root, obj, 0, false)).toBe(4096 * 100);
+    expect(await pool.offsetNext(pool.root, obj, 4096 * 100, true)).toBe(4096 * 101);
+    expect(await pool.offsetNext(pool.root, obj, 4096 * 101, false)).toBe(4096 * 300);
+    expect(await pool.offsetNext(pool.root, obj, 4096 * 300 + 5, true)).toBe(4096 * 300 + 10);
+    expect(await pool.offsetNext(pool.root, obj, 4096 * 301, false)).toBe(null);
+    await pool.export();
+  });
+
+  it('rejects bad DMU arguments with coded errors and changes nothing', async () => {
+    const m = simMachine(3);
+    const pool = await createSimPool(m);
+    await inTx(pool, async (tx) => {
+      const obj = await dmu.createObject(pool.root, tx, { type: ObjectType.plain, blockBytes: 4096, checksumKind: 1 });
+      await dmu.write(pool.root, tx, obj, 0, pattern(3, 100));
+      const bad = [
+        dmu.write(pool.root, tx, obj, -1, pattern(1, 1)),
+        dmu.write(pool.root, tx, obj, 2 ** 60, pattern(1, 1)),
+        dmu.read(pool.root, obj, 0.5, 1),
+        dmu.createObject(pool.root, tx, { type: ObjectType.plain, blockBytes: 3000, checksumKind: 1 }),
+        dmu.setBonus(pool.root, tx, obj, new Uint8Array(1000)),
+        dmu.read(pool.root, 999 as ObjectId, 0, 1),
+        dmu.claimObject(pool.root, tx, obj, { type: ObjectType.plain, blockBytes: 4096, checksumKind: 1 }),
+      ];
+      const codes = await Promise.all(bad.map((p) => p.then(() => 'ok', (e: unknown) => (hasCode(e, 'EINVAL') ? 'EINVAL' : hasCode(e, 'ENOENT') ? 'ENOENT' : hasCode(e, 'EEXIST') ? 'EEXIST' : String(e)))));
+      expect(codes).toEqual(['EINVAL', 'EINVAL', 'EINVAL', 'EINVAL', 'EINVAL', 'ENOENT', 'EEXIST']);
+      expect(await dmu.read(pool.root, obj, 0, 200)).toEqual(pattern(3, 100));
+    });
+    await pool.export();
+  });
+
+  it('matches a Map model over random operations, syncs, exports and imports', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 0, max: 0xffff_ffff }), fc.array(op, { minLength: 1, maxLength: 30 }), async (seed, ops) => {
+        const m = simMachine(seed);
+        let pool = await createSimPool(m);
+        const model: Model = new Map();
+        const pick = (n: number): ObjectId | undefined => [...model.keys()][n % Math.max(1, model.size)];
+        for (const o of ops) {
+          if (o.k === 'sync') {
+            await pool.sync();
+            await expectMatches(pool, model);
+            continue;
+          }
+          if (o.k === 'reimport') {
+            await pool.export();
+            pool = await importSimPool(m);
+            await expectMatches(pool, model);
+            continue;
+          }
+          if (o.k === 'create') {
+            await inTx(pool, async (tx) => {
+              const obj = await dmu.createObject(pool.root, tx, { type: ObjectType.plain, blockBytes: o.blockBytes, checksumKind: 1 });
+              model.set(obj, new Uint8Array(0));
+            });
+            continue;
+          }
+          const obj = pick(o.pick);
+          if (obj === undefined) continue;
+          const cur = model.get(obj) ?? new Uint8Array(0);
+          await inTx(pool, async (tx) => {
+            if (o.k === 'write') {
+              const data = pattern(o.seed, o.length);
+              await dmu.write(pool.root, tx, obj, o.offset, data);
+              const next = resized(cur, Math.max(cur.length, o.offset + o.length));
+              next.set(data, o.offset);
+              model.set(obj, next);
+            } else if (o.k === 'freeRange') {
+              await dmu.freeRange(pool.root, tx, obj, o.offset, o.length);
+              const next = cur.slice();
+              if (o.offset < next.length) next.fill(0, o.offset, Math.min(next.length, o.offset + o.length));
+              model.set(obj, next);
+            } else if (o.k === 'truncate') {
+              await dmu.truncate(pool.root, tx, obj, o.size);
+              model.set(obj, resized(cur, o.size));
+            } else {
+              await dmu.freeObject(pool.root, tx, obj);
+              model.delete(obj);
+            }
+          });
+          await expectMatches(pool, model, obj);
+        }
+        await pool.sync();
+        await expectMatches(pool, model);
+        await pool.export();
+      }),
+      { numRuns: 30 },
+    );
+  });
+});

@@ -1,0 +1,146 @@
+// Reading a space map back: slot headers, the map, the log, each from the first copy, asking the
+// other copies (VdevIo accept) only when the bytes are damaged, because every rejected copy counts
+// a checksum error on the vdev. I/O errors gain the metaslab's name. Used by SpaceMap.load
+// (space-map.ts), which owns the protocol; these helpers only fetch and verify.
+
+import { type MirrorpoolError, assert, bytesEqual, fletcher4, hasCode, mpError, readU64 } from '../lib/index.js';
+import type { VdevIo } from './types.js';
+import { RangeTree } from './range-tree.js';
+import {
+  MapState, SECTOR_BYTES, type SlotHeader, type SpaceMapLayout, type SpaceMapState, decodeSlotHeader,
+  forEachMapRun, slotHeaderIntact,
+} from './space-map-format.js';
+
+/** Bytes read at once while scanning a log at load. */
+export const LOG_READ_CHUNK_BYTES = 64 * 1024;
+
+/** Reads with an accept check; null when copies were read but none was accepted (ECKSUM). */
+export async function readAccepted(
+  io: VdevIo, offset: number, length: number, accept: (b: Uint8Array) => boolean, where: Record<string, unknown>,
+): Promise<Uint8Array | null> {
+  try {
+    return await io.read(offset, length, accept);
+  } catch (e) {
+    if (hasCode(e, 'ECKSUM')) return null;
+    throw withWhere(e, where);
+  }
+}
+
+function withWhere(e: unknown, where: Record<string, unknown>): unknown {
+  if (!hasCode(e, 'EIO')) return e;
+  const err: MirrorpoolError = e;
+  return mpError('EIO', `space map unreadable: ${err.message}`, { ...err.details, ...where }, e);
+}
+
+export function allZero(b: Uint8Array): boolean {
+  for (const x of b) if (x !== 0) return false;
+  return true;
+}
+
+/**
+ * A slot header from the first copy; other copies are asked only when that one is damaged (an
+ * erased, all-zero header is simply absent: asking would count checksum errors on every import).
+ */
+export async function readSlotHeader(io: VdevIo, msStart: number, l: SpaceMapLayout, slot: number, where: Record<string, unknown>): Promise<SlotHeader | null> {
+  const at = { ...where, slot };
+  const offset = msStart + slot * l.slotBytes;
+  let b: Uint8Array | null = await readPlain(io, offset, SECTOR_BYTES, at);
+  if (allZero(b)) return null;
+  if (!slotHeaderIntact(b)) b = await readAccepted(io, offset, SECTOR_BYTES, slotHeaderIntact, at);
+  return b === null ? null : decodeSlotHeader(l, b, at);
+}
+
+/** The slot a handoff record points to, on whichever copy has it; null when none does. */
+export async function findNewerSlot(
+  io: VdevIo, msStart: number, l: SpaceMapLayout, slot: number, generation: number, baseTxg: number, where: Record<string, unknown>,
+): Promise<SlotHeader | null> {
+  const at = { ...where, slot };
+  const accept = (b: Uint8Array): boolean => {
+    if (!slotHeaderIntact(b)) return false;
+    return readU64(b, 8) === BigInt(generation) && readU64(b, 16) === BigInt(baseTxg);
+  };
+  const b = await readAccepted(io, msStart + slot * l.slotBytes, SECTOR_BYTES, accept, at);
+  return b === null ? null : decodeSlotHeader(l, b, at);
+}
+
+export async function readPlain(io: VdevIo, offset: number, length: number, where: Record<string, unknown>): Promise<Uint8Array> {
+  try {
+    return await io.read(offset, length);
+  } catch (e) {
+    throw withWhere(e, where);
+  }
+}
+
+export function pickSlot(headers: readonly ({ baseTxg: number; generation: number } | null)[], ubTxg: number, where: Record<string, unknown>): 0 | 1 {
+  const [a, b] = headers;
+  const usable = (h: typeof a): h is { baseTxg: number; generation: number } => h !== null && h !== undefined && h.baseTxg <= ubTxg;
+  if (usable(a) && usable(b)) {
+    if (a.baseTxg === b.baseTxg || a.generation === b.generation) {
+      throw mpError('EPROTO', 'both space map slots claim the same base txg or generation', { ...where, a, b });
+    }
+    return a.baseTxg > b.baseTxg ? 0 : 1;
+  }
+  if (usable(a)) return 0;
+  if (usable(b)) return 1;
+  throw mpError('EPROTO', 'no space map slot is valid for this txg', { ...where, a, b });
+}
+
+export async function readMap(io: VdevIo, msStart: number, l: SpaceMapLayout, slot: number, h: SlotHeader, where: Record<string, unknown>): Promise<SpaceMapState> {
+  const offset = msStart + slot * l.slotBytes + SECTOR_BYTES;
+  const intact = (b: Uint8Array): boolean => bytesEqual(fletcher4(b), h.mapChecksum);
+  let map: Uint8Array | null = await readPlain(io, offset, l.mapBytes, where);
+  if (!intact(map)) map = await readAccepted(io, offset, l.mapBytes, intact, where);
+  if (map === null) throw mpError('ECKSUM', 'space map bitmap fails its checksum on every copy', where);
+  const state: SpaceMapState = { allocated: new RangeTree(SECTOR_BYTES), recentFrees: new Map() };
+  const reservedSectors = l.reservedBytes / SECTOR_BYTES;
+  forEachMapRun(map, l.sectors, (value, first, count) => {
+    const freedTxg = value === MapState.freedPrev ? h.baseTxg - 1 : h.baseTxg;
+    if (first < reservedSectors || (value !== MapState.allocated && freedTxg < 1)) {
+      throw mpError('EPROTO', 'space map bitmap marks reserved sectors or frees before txg 1', { ...where, value, first, count });
+    }
+    const start = msStart + first * SECTOR_BYTES;
+    const size = count * SECTOR_BYTES;
+    if (value === MapState.allocated) {
+      state.allocated.add(start, size);
+    } else {
+      let tree = state.recentFrees.get(freedTxg);
+      if (tree === undefined) state.recentFrees.set(freedTxg, (tree = new RangeTree(SECTOR_BYTES)));
+      tree.add(start, size);
+    }
+  });
+  return state;
+}
+
+/** Reads a log in chunks from the first copy; records are re-read with an accept check only when they fail. */
+export class LogReader {
+  private chunkStart = 0;
+  private chunk: Uint8Array = new Uint8Array(0);
+
+  constructor(
+    private readonly io: VdevIo,
+    private readonly offset: number,
+    private readonly sectors: number,
+    private readonly where: Record<string, unknown>,
+  ) {}
+
+  offsetOf(sector: number): number {
+    return this.offset + sector * SECTOR_BYTES;
+  }
+
+  async read(sector: number, count: number): Promise<Uint8Array> {
+    assert(sector + count <= this.sectors, 'LogReader: past the log');
+    const from = (sector - this.chunkStart) * SECTOR_BYTES;
+    if (sector < this.chunkStart || from + count * SECTOR_BYTES > this.chunk.length) {
+      const want = Math.max(count, LOG_READ_CHUNK_BYTES / SECTOR_BYTES);
+      const n = Math.min(want, this.sectors - sector);
+      try {
+        this.chunk = await this.io.read(this.offsetOf(sector), n * SECTOR_BYTES);
+      } catch (e) {
+        throw withWhere(e, { ...this.where, logSector: sector });
+      }
+      this.chunkStart = sector;
+      return this.chunk.subarray(0, count * SECTOR_BYTES);
+    }
+    return this.chunk.subarray(from, from + count * SECTOR_BYTES);
+  }
+}

@@ -1,0 +1,303 @@
+// Vdevs: the leaf layout of a Disk (four labels, allocatable space between them) and TopVdev, one
+// top-level vdev — a plain disk or a local mirror — implementing VdevIo for the block layer.
+// Invariants: DVA offset 0 is leaf byte 2 * labelBytes on every child; a mirror's asize is its
+// smallest child's; a read returns only bytes its caller accepted, and copies that failed or were
+// rejected are rewritten from the good one (self-heal); a write succeeds when at least one child
+// took it. Counters feed the pool's metrics. Created by the pool (create/import, via label.ts's
+// readPool) and used by block-io.ts and label.ts.
+
+import { type Disk, assert, hasCode, limits, mpError } from '../lib/index.js';
+import { type Guid, type VdevIo, layout } from './types.js';
+
+/** Children of one mirror. */
+export const MIRROR_CHILDREN_MAX = 16;
+/** Smallest allocatable space of a leaf: below this a vdev holds nothing useful. */
+export const LEAF_ASIZE_BYTES_MIN = 1024 * 1024;
+
+const LABEL = layout.labelBytes;
+
+/** Where a leaf's labels and allocatable space lie, from its disk size alone. */
+export interface LeafLayout {
+  /** Byte offset of each label that fits the disk (index = label number; undefined = absent). */
+  readonly labelOffsets: readonly (number | undefined)[];
+  /** Leaf byte of DVA offset 0. */
+  readonly dataStartBytes: number;
+  /** Allocatable bytes between label 1 and label 2 (0 when the disk is too small). */
+  readonly asizeBytes: number;
+}
+
+/**
+ * The end is rounded down to a label multiple so all four labels are aligned and a reader finds
+ * labels 2 and 3 from the size alone. A disk too small for four labels keeps only those at the
+ * front that fit (import then reports it as truncated).
+ */
+export function leafLayout(diskBytes: number): LeafLayout {
+  assert(Number.isSafeInteger(diskBytes) && diskBytes >= 0, 'leafLayout: bad disk size');
+  const end = diskBytes - (diskBytes % LABEL);
+  const whole = end >= layout.labelCount * LABEL;
+  const labelOffsets = [
+    end >= LABEL ? 0 : undefined,
+    end >= 2 * LABEL ? LABEL : undefined,
+    whole ? end - 2 * LABEL : undefined,
+    whole ? end - LABEL : undefined,
+  ];
+  return { labelOffsets, dataStartBytes: 2 * LABEL, asizeBytes: whole ? end - layout.labelCount * LABEL : 0 };
+}
+
+export interface IoCounters {
+  readBytes: number;
+  writeBytes: number;
+  readErrors: number;
+  writeErrors: number;
+  checksumErrors: number;
+  /** Copies rewritten with good bytes. */
+  heals: number;
+}
+
+function zeroCounters(): IoCounters {
+  return { readBytes: 0, writeBytes: 0, readErrors: 0, writeErrors: 0, checksumErrors: 0, heals: 0 };
+}
+
+export interface LeafSpec {
+  readonly disk: Disk;
+  readonly guid: Guid;
+  /** Last known path, for messages and the config. */
+  readonly path: string;
+}
+
+/** One child of a top-level vdev: a Disk with its labels. */
+export class Leaf {
+  readonly disk: Disk;
+  readonly guid: Guid;
+  readonly path: string;
+  readonly layout: LeafLayout;
+  /** Set when a write or sync failed: the copy may be stale, so reads try it last. */
+  faulted = false;
+  readonly counters: IoCounters = zeroCounters();
+
+  constructor(spec: LeafSpec) {
+    this.disk = spec.disk;
+    this.guid = spec.guid;
+    this.path = spec.path;
+    this.layout = leafLayout(spec.disk.size());
+  }
+
+  async readData(offset: number, length: number): Promise<Uint8Array> {
+    const bytes = await this.disk.read(this.layout.dataStartBytes + offset, length);
+    this.counters.readBytes += length;
+    return bytes;
+  }
+
+  async writeData(offset: number, data: Uint8Array): Promise<void> {
+    await this.disk.write(this.layout.dataStartBytes + offset, data);
+    this.counters.writeBytes += data.length;
+  }
+
+  /** Reads `length` bytes at `offsetInLabel` of label `label`. */
+  async readLabel(label: number, offsetInLabel: number, length: number): Promise<Uint8Array> {
+    const bytes = await this.disk.read(this.labelByte(label, offsetInLabel, length), length);
+    this.counters.readBytes += length;
+    return bytes;
+  }
+
+  async writeLabel(label: number, offsetInLabel: number, data: Uint8Array): Promise<void> {
+    await this.disk.write(this.labelByte(label, offsetInLabel, data.length), data);
+    this.counters.writeBytes += data.length;
+  }
+
+  private labelByte(label: number, offsetInLabel: number, length: number): number {
+    const base = this.layout.labelOffsets[label];
+    assert(base !== undefined, `leaf ${this.guid}: label ${label} does not fit the disk`);
+    assert(offsetInLabel >= 0 && offsetInLabel + length <= LABEL, 'label I/O outside the label');
+    return base + offsetInLabel;
+  }
+}
+
+export type VdevKind = 'disk' | 'mirror';
+
+export interface TopVdevOptions {
+  readonly index: number;
+  readonly guid: Guid;
+  readonly children: readonly LeafSpec[];
+  /** Default: 'disk' for one child, 'mirror' for more. */
+  readonly kind?: VdevKind;
+  /** Allocatable bytes as the pool config records them; default (and maximum): the smallest child's. */
+  readonly asizeBytes?: number;
+}
+
+export interface LeafStats extends IoCounters {
+  readonly guid: Guid;
+  readonly path: string;
+  readonly faulted: boolean;
+}
+
+export interface VdevStats extends IoCounters {
+  readonly index: number;
+  readonly guid: Guid;
+  readonly kind: VdevKind;
+  readonly children: readonly LeafStats[];
+}
+
+/** Error codes a device may report for one I/O that a mirror survives (another copy may work). */
+function isDeviceError(e: unknown): boolean {
+  return hasCode(e, 'EIO') || hasCode(e, 'ENOSPC');
+}
+
+export class TopVdev implements VdevIo {
+  readonly index: number;
+  readonly guid: Guid;
+  readonly kind: VdevKind;
+  readonly asizeBytes: number;
+  readonly children: readonly Leaf[];
+  /** Top-level view: bytes served to / taken from callers, failures no copy could absorb. */
+  readonly counters: IoCounters = zeroCounters();
+
+  constructor(options: TopVdevOptions) {
+    const n = options.children.length;
+    assert(n >= 1 && n <= MIRROR_CHILDREN_MAX, `a top-level vdev has 1..${MIRROR_CHILDREN_MAX} children, got ${n}`);
+    this.kind = options.kind ?? (n === 1 ? 'disk' : 'mirror');
+    assert(this.kind === 'mirror' || n === 1, "a 'disk' vdev has exactly one child");
+    this.index = options.index;
+    this.guid = options.guid;
+    this.children = options.children.map((spec) => new Leaf(spec));
+    const smallest = Math.min(...this.children.map((c) => c.layout.asizeBytes));
+    if (smallest < LEAF_ASIZE_BYTES_MIN) {
+      throw mpError('EINVAL', `vdev ${this.guid}: a disk needs at least ${LEAF_ASIZE_BYTES_MIN + 4 * LABEL} bytes`, {
+        vdev: this.index,
+        asizeBytes: smallest,
+      });
+    }
+    const asize = options.asizeBytes ?? smallest;
+    assert(asize % layout.sectorBytes === 0 && asize > 0 && asize <= smallest, `vdev ${this.guid}: asize ${asize} > ${smallest}`);
+    this.asizeBytes = asize;
+  }
+
+  /**
+   * Healthy children first, in order, then faulted ones: a faulted child may hold a stale copy,
+   * which only an `accept` check could tell apart.
+   */
+  private readOrder(): Leaf[] {
+    return [...this.children.filter((c) => !c.faulted), ...this.children.filter((c) => c.faulted)];
+  }
+
+  async read(offset: number, length: number, accept?: (bytes: Uint8Array) => boolean): Promise<Uint8Array> {
+    this.checkRange(offset, length);
+    const failed: Leaf[] = [];
+    let rejected = false;
+    for (const child of this.readOrder()) {
+      let bytes: Uint8Array;
+      try {
+        bytes = await child.readData(offset, length);
+      } catch (e) {
+        if (!isDeviceError(e)) throw e;
+        child.counters.readErrors++;
+        failed.push(child);
+        continue;
+      }
+      if (accept !== undefined && !accept(bytes)) {
+        child.counters.checksumErrors++;
+        rejected = true;
+        failed.push(child);
+        continue;
+      }
+      await this.heal(failed, offset, bytes);
+      this.counters.readBytes += length;
+      return bytes;
+    }
+    const details = { vdev: this.index, offset, length };
+    if (rejected) {
+      this.counters.checksumErrors++;
+      throw mpError('ECKSUM', `vdev ${this.index}: no copy of [${offset}, ${offset + length}) passed its checksum`, details);
+    }
+    this.counters.readErrors++;
+    throw mpError('EIO', `vdev ${this.index}: no copy of [${offset}, ${offset + length}) could be read`, details);
+  }
+
+  /** Rewrites the children that failed with the accepted bytes; a failed heal only counts. */
+  private async heal(failed: readonly Leaf[], offset: number, bytes: Uint8Array): Promise<void> {
+    for (const child of failed) {
+      try {
+        await child.writeData(offset, bytes);
+        child.counters.heals++;
+        this.counters.heals++;
+      } catch (e) {
+        if (!isDeviceError(e)) throw e;
+        child.counters.writeErrors++;
+        child.faulted = true;
+      }
+    }
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    this.checkRange(offset, data.length);
+    const results = await Promise.allSettled(this.children.map((c) => c.writeData(offset, data)));
+    const causes: string[] = [];
+    for (const [i, r] of results.entries()) {
+      if (r.status === 'fulfilled') continue;
+      if (!isDeviceError(r.reason)) throw r.reason;
+      const child = this.children[i];
+      assert(child !== undefined);
+      child.counters.writeErrors++;
+      child.faulted = true;
+      causes.push(String((r.reason as { code: string }).code));
+    }
+    if (causes.length === this.children.length) {
+      this.counters.writeErrors++;
+      throw mpError('EIO', `vdev ${this.index}: no child took the write at ${offset}`, {
+        vdev: this.index,
+        offset,
+        length: data.length,
+        causes,
+      });
+    }
+    this.counters.writeBytes += data.length;
+  }
+
+  /** Syncs every child disk; EIO only when none synced (a child that failed is marked faulted). */
+  async sync(): Promise<void> {
+    const results = await Promise.allSettled(this.children.map((c) => c.disk.sync()));
+    let failures = 0;
+    for (const [i, r] of results.entries()) {
+      if (r.status === 'fulfilled') continue;
+      if (!isDeviceError(r.reason)) throw r.reason;
+      const child = this.children[i];
+      assert(child !== undefined);
+      child.counters.writeErrors++;
+      child.faulted = true;
+      failures++;
+    }
+    if (failures === this.children.length) {
+      this.counters.writeErrors++;
+      throw mpError('EIO', `vdev ${this.index}: no child could sync`, { vdev: this.index });
+    }
+  }
+
+  stats(): VdevStats {
+    return {
+      ...this.counters,
+      index: this.index,
+      guid: this.guid,
+      kind: this.kind,
+      children: this.children.map((c) => ({ ...c.counters, guid: c.guid, path: c.path, faulted: c.faulted })),
+    };
+  }
+
+  private checkRange(offset: number, length: number): void {
+    const ok =
+      Number.isSafeInteger(offset) &&
+      Number.isSafeInteger(length) &&
+      offset >= 0 &&
+      length > 0 &&
+      offset % layout.sectorBytes === 0 &&
+      length % layout.sectorBytes === 0 &&
+      length <= limits.diskIoBytesMax &&
+      offset + length <= this.asizeBytes;
+    if (!ok) {
+      throw mpError('EINVAL', `vdev ${this.index}: I/O [${offset}, +${length}) outside its ${this.asizeBytes} bytes`, {
+        vdev: this.index,
+        offset,
+        length,
+      });
+    }
+  }
+}
