@@ -13,3 +13,5 @@ export type { PoolConfig, Uberblock } from './label.js';
 export { traverseObjset } from './traverse.js';
 export { BlockType, HOLE, isHole, guid, objectId, txg } from './types.js';
 export type { BlockPointer, Dva, Guid, ObjectId, Txg } from './types.js';
+export { MIRROR_CHILDREN_MAX } from './vdev.js';
+export { TOP_VDEVS_MAX } from './blkptr.js';

@@ -2,9 +2,10 @@
 // main() never throws: a MirrorpoolError prints `mirrorpool: <CODE>: <message>` and exits 1,
 // bad usage exits 2, anything else is a bug and is rethrown with its stack.
 
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { MirrorpoolError, mpError } from '../lib/index.js';
+import { addPoolCommands } from './cli-pool.js';
 
 const USAGE_EXIT = 2;
 const FAILED_EXIT = 1;
@@ -32,7 +33,12 @@ export function buildProgram(out: { write(s: string): void }, err: { write(s: st
       writeErr: (s) => err.write(s),
       outputError: () => undefined,
     })
-    .showSuggestionAfterError(true);
+    .showSuggestionAfterError(true)
+    .addOption(
+      new Option('--home <dir>', 'folder of the pool cache (which pools are imported, from which vdevs)')
+        .env('MIRRORPOOL_HOME')
+        .default('./.mirrorpool'),
+    );
 
   program
     .command('up')
@@ -43,6 +49,7 @@ export function buildProgram(out: { write(s: string): void }, err: { write(s: st
       throw mpError('ENOTSUP', '`up` needs the node daemon, which is not built yet (see the README status table)');
     });
 
+  addPoolCommands(program, { out, err });
   return program;
 }
 
@@ -56,7 +63,9 @@ export async function main(
     return 0;
   } catch (e) {
     if (e instanceof CommanderError) {
-      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return 0;
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version') return 0;
+      // `help` asked for exits 0; help shown because a subcommand is missing is bad usage.
+      if (e.code === 'commander.help') return e.exitCode === 0 ? 0 : USAGE_EXIT;
       io.err.write(`mirrorpool: EINVAL: ${e.message.replace(/^error: /, '')}\n`);
       return USAGE_EXIT;
     }

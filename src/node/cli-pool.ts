@@ -1,0 +1,200 @@
+// The `pool` command group of the CLI (contract: shared/CLI.md; what exists: docs/cli.md).
+// Parses and validates arguments (bad usage is a CommanderError: exit 2 through main), then calls
+// pool-admin / pool-debug and prints. Commands that look at several pools (list, status without a
+// name) print every pool they could open and fail with the error of the last one they could not.
+// Registered on the program by buildProgram in cli.ts.
+
+import { type Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { resolve } from 'node:path';
+import { MIRROR_CHILDREN_MAX, TOP_VDEVS_MAX } from '../engine/index.js';
+import { type Disk, MirrorpoolError, hasCode, mpError } from '../lib/index.js';
+import { createPool, exportPool, importPool, listImportable, syncPool } from './pool-admin.js';
+import { type CachedPool, PoolCache } from './pool-cache.js';
+import { debugPool } from './pool-debug.js';
+import { type OpenLeaf, withPool } from './pool-open.js';
+import { type ListRow, type PoolReport, listRowOf, renderImportable, renderList, renderStatus, reportOf } from './pool-report.js';
+import { parseCount, parseSize } from './units.js';
+
+export interface CliIo {
+  readonly out: { write(s: string): void };
+  readonly err: { write(s: string): void };
+}
+
+/** Size of vdev files `pool create` makes when --size is not given. */
+const DEFAULT_VDEV_BYTES = 1024 ** 3;
+const DEBUG_OBJECTS_DEFAULT = 64;
+const DEBUG_BLOCKS_DEFAULT = 16;
+/** Upper bound of --max-objects and --max-blocks: debug output stays readable. */
+const DEBUG_COUNT_MAX = 1_000_000;
+
+/** Bad usage: main() prints it as EINVAL and exits 2. */
+function usage(message: string): CommanderError {
+  return new CommanderError(2, 'mirrorpool.usage', message);
+}
+
+/** Wraps a parser that throws EINVAL into one commander reports as bad usage. */
+function arg<T>(parse: (text: string) => T): (text: string) => T {
+  return (text) => {
+    try {
+      return parse(text);
+    } catch (e) {
+      if (hasCode(e, 'EINVAL')) throw new InvalidArgumentError(e.message);
+      throw e;
+    }
+  };
+}
+
+const collect = (value: string, previous: string[]): string[] => [...previous, value];
+const home = (cmd: Command): string => cmd.optsWithGlobals<{ home: string }>().home;
+const json = (value: unknown): string => `${JSON.stringify(value, null, 2)}\n`;
+const pathsOf = (leaves: readonly OpenLeaf[]): Map<Disk, string> => new Map(leaves.map((l) => [l.disk, l.path]));
+
+function checkVdevArgs(vdevs: readonly string[], mirror: boolean): void {
+  if (mirror && (vdevs.length < 2 || vdevs.length > MIRROR_CHILDREN_MAX)) {
+    throw usage(`--mirror takes 2 to ${MIRROR_CHILDREN_MAX} vdevs, got ${vdevs.length}`);
+  }
+  if (!mirror && vdevs.length > TOP_VDEVS_MAX) throw usage(`a pool takes at most ${TOP_VDEVS_MAX} top-level vdevs`);
+  const seen = new Set<string>();
+  for (const v of vdevs) {
+    if (seen.has(resolve(v))) throw usage(`vdev ${v} is given twice`);
+    seen.add(resolve(v));
+  }
+}
+
+/** Writes every failure but the last to stderr and throws the last one (exit 1). */
+function failWith(failures: readonly MirrorpoolError[], io: CliIo): void {
+  const last = failures.at(-1);
+  if (last === undefined) return;
+  for (const f of failures.slice(0, -1)) io.err.write(`mirrorpool: ${f.code}: ${f.message}\n`);
+  throw last;
+}
+
+/** Runs `fn` on each cached pool (or the one named); failures to open a pool are collected. */
+async function eachPool<T>(
+  homeDir: string,
+  only: string | undefined,
+  fn: (report: PoolReport, entry: CachedPool) => T,
+): Promise<{ results: T[]; failures: { entry: CachedPool; error: MirrorpoolError }[] }> {
+  const cache = new PoolCache(homeDir);
+  const entries = only === undefined ? (await cache.list()).sort((a, b) => a.name.localeCompare(b.name)) : [await cache.get(only)];
+  const results: T[] = [];
+  const failures: { entry: CachedPool; error: MirrorpoolError }[] = [];
+  for (const entry of entries) {
+    try {
+      results.push(await withPool(homeDir, entry.name, (pool, e, leaves) => Promise.resolve(fn(reportOf(pool, pathsOf(leaves)), e))));
+    } catch (e) {
+      if (!(e instanceof MirrorpoolError) || only !== undefined) throw e;
+      failures.push({ entry, error: mpError(e.code, `pool ${entry.name}: ${e.message}`, e.details, e) });
+    }
+  }
+  return { results, failures };
+}
+
+function unavailable(entry: CachedPool, error: MirrorpoolError): ListRow {
+  return {
+    name: entry.name,
+    guid: entry.guid,
+    sizeBytes: null,
+    allocatedBytes: null,
+    freeBytes: null,
+    health: 'UNAVAIL',
+    txg: null,
+    vdevs: entry.vdevs,
+    error: { code: error.code, message: error.message },
+  };
+}
+
+function addCreate(pool: Command): void {
+  pool
+    .command('create')
+    .description('create a pool on file vdevs; files that do not exist are created at --size')
+    .option('--mirror', 'all vdevs form one mirror (default: each vdev is striped on its own)', false)
+    .addOption(new Option('--size <size>', 'size of vdev files to create (64M, 1G, 1.5G)').argParser(arg(parseSize)).default(DEFAULT_VDEV_BYTES, '1G'))
+    .option('-f, --force', 'overwrite vdev files that hold a mirrorpool label', false)
+    .argument('<pool>', 'pool name')
+    .argument('<vdev...>', 'vdev files (or block devices)')
+    .action(async (name: string, vdevs: string[], _o: unknown, cmd: Command) => {
+      const o = cmd.opts<{ mirror: boolean; size: number; force: boolean }>();
+      checkVdevArgs(vdevs, o.mirror);
+      await createPool(home(cmd), name, vdevs, { mirror: o.mirror, sizeBytes: o.size, force: o.force });
+    });
+}
+
+function addImportExport(pool: Command, io: CliIo): void {
+  pool
+    .command('import')
+    .description('list pools that can be imported from --dir, or import the one named')
+    .option('--dir <dir>', 'folder (or vdev file) to search; repeatable (default: the current folder)', collect, [])
+    .option('--json', 'list importable pools as JSON', false)
+    .argument('[pool]', 'name or guid of the pool to import')
+    .action(async (target: string | undefined, _o: unknown, cmd: Command) => {
+      const o = cmd.opts<{ dir: string[]; json: boolean }>();
+      const dirs = o.dir.length > 0 ? o.dir : ['.'];
+      if (target !== undefined) {
+        await importPool(home(cmd), dirs, target);
+        return;
+      }
+      const scan = await listImportable(home(cmd), dirs);
+      io.out.write(o.json ? json(scan.pools) : renderImportable(scan.pools));
+    });
+
+  pool
+    .command('export')
+    .description('sync a pool, close it and remove it from the pool cache')
+    .argument('<pool>', 'pool name')
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      await exportPool(home(cmd), name);
+    });
+
+  pool
+    .command('sync')
+    .description('force a txg sync; prints the txg of the newest uberblock')
+    .argument('<pool>', 'pool name')
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      io.out.write(`${await syncPool(home(cmd), name)}\n`);
+    });
+}
+
+function addListStatus(pool: Command, io: CliIo): void {
+  pool
+    .command('list')
+    .description('size, allocated, free, health and txg of each imported pool')
+    .option('--json', 'print JSON', false)
+    .action(async (_o: unknown, cmd: Command) => {
+      const { results, failures } = await eachPool(home(cmd), undefined, (r, e) => listRowOf(r, e.vdevs));
+      const rows = [...results, ...failures.map((f) => unavailable(f.entry, f.error))].sort((a, b) => a.name.localeCompare(b.name));
+      io.out.write(cmd.opts<{ json: boolean }>().json ? json(rows) : renderList(rows));
+      failWith(failures.map((f) => f.error), io);
+    });
+
+  pool
+    .command('status')
+    .description('vdev tree with error counters, space, txg and state of one or every imported pool')
+    .option('--json', 'print JSON', false)
+    .argument('[pool]', 'pool name (default: every imported pool)')
+    .action(async (name: string | undefined, _o: unknown, cmd: Command) => {
+      const { results, failures } = await eachPool(home(cmd), name, (r) => r);
+      io.out.write(cmd.opts<{ json: boolean }>().json ? json(results) : renderStatus(results));
+      failWith(failures.map((f) => f.error), io);
+    });
+
+  pool
+    .command('debug')
+    .description('labels, uberblocks, and the objects and block pointers of the MOS and root dataset (zdb-like)')
+    .addOption(new Option('--max-objects <n>', 'objects shown per object set').argParser(arg((t) => parseCount(t, DEBUG_COUNT_MAX))).default(DEBUG_OBJECTS_DEFAULT))
+    .addOption(new Option('--max-blocks <n>', 'block pointers shown per object').argParser(arg((t) => parseCount(t, DEBUG_COUNT_MAX))).default(DEBUG_BLOCKS_DEFAULT))
+    .option('--check', 'also read every block and check checksums and space accounting', false)
+    .argument('<pool>', 'pool name')
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      const o = cmd.opts<{ maxObjects: number; maxBlocks: number; check: boolean }>();
+      await debugPool(home(cmd), name, o, (s) => io.out.write(s));
+    });
+}
+
+/** Adds `mirrorpool pool ...` to the program; output goes to `io`. */
+export function addPoolCommands(program: Command, io: CliIo): void {
+  const pool = program.command('pool').description('create, import, export and inspect pools');
+  addCreate(pool);
+  addImportExport(pool, io);
+  addListStatus(pool, io);
+}

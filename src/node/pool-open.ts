@@ -1,0 +1,109 @@
+// How a CLI command gets at a pool without a daemon: find the pool in the cache (--home), take the
+// exclusive vdev lock (EBUSY when another process has it), open a FileDisk per vdev, import,
+// run the command, export (which syncs) and close, release the lock. Every path out — success or
+// failure — closes the disks and releases the lock. Also the lock that serialises changes to the
+// pool cache itself. Called by pool-admin.ts, pool-debug.ts and cli-pool.ts.
+
+import { mkdir, realpath } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { type LeafInput, Pool, type PoolEnv } from '../engine/index.js';
+import { FileDisk, MirrorpoolError, SystemClock, SystemRandom, hasCode, mpError } from '../lib/index.js';
+import { type CachedPool, PoolCache } from './pool-cache.js';
+import { VdevLock } from './vdev-lock.js';
+
+/** Block cache of a pool the CLI opens: commands are short and read little. */
+const CLI_CACHE_BYTES = 16 * 1024 * 1024;
+
+/** The engine environment of a CLI process: real time and randomness, no txg timer (syncs are explicit). */
+export function cliPoolEnv(): PoolEnv {
+  return { clock: new SystemClock(), random: new SystemRandom(), tuning: { txgTimeoutMs: 0, cacheBytes: CLI_CACHE_BYTES } };
+}
+
+/** A leaf the CLI opened, with the path it was opened from (labels may hold an older path). */
+export interface OpenLeaf extends LeafInput {
+  readonly disk: FileDisk;
+}
+
+/**
+ * Locks the vdev files, opens them, runs `fn`, then closes them and releases the lock, whatever
+ * happened. EBUSY when another process holds a vdev; ENOENT for a missing file.
+ */
+export async function withLockedLeaves<T>(paths: readonly string[], fn: (leaves: readonly OpenLeaf[]) => Promise<T>): Promise<T> {
+  const lock = await VdevLock.acquire(paths);
+  const leaves: OpenLeaf[] = [];
+  try {
+    for (const path of paths) leaves.push({ disk: await FileDisk.open(path), path: resolve(path) });
+    return await fn(leaves);
+  } finally {
+    await Promise.all(leaves.map((l) => l.disk.close()));
+    await lock.release();
+  }
+}
+
+/** Exports a pool whose command failed; the command's own error is the one reported. */
+async function exportAfterFailure(pool: Pool): Promise<void> {
+  try {
+    await pool.export();
+  } catch (e) {
+    if (!(e instanceof MirrorpoolError)) throw e;
+    // The disks are closed by withLockedLeaves; the first failure is what the caller sees.
+  }
+}
+
+/**
+ * Imports the pool on already opened leaves, runs `fn`, exports it (sync + close). When
+ * `expectGuid` is given, a pool with another guid on those files is ESTALE (the cache is outdated).
+ */
+export async function withImportedPool<T>(
+  leaves: readonly OpenLeaf[],
+  expectGuid: string | undefined,
+  fn: (pool: Pool) => Promise<T>,
+): Promise<T> {
+  const pool = await Pool.import(leaves, cliPoolEnv());
+  let result: T;
+  try {
+    if (expectGuid !== undefined && pool.guid.toString() !== expectGuid) {
+      throw mpError('ESTALE', `the vdevs of pool '${pool.name}' hold pool guid ${pool.guid}, the cache says ${expectGuid}`, {
+        pool: pool.name,
+        guid: pool.guid.toString(),
+        cachedGuid: expectGuid,
+      });
+    }
+    result = await fn(pool);
+  } catch (e) {
+    await exportAfterFailure(pool);
+    throw e;
+  }
+  await pool.export();
+  return result;
+}
+
+/** Opens the cached pool `name` for the duration of `fn` (ENOENT: not in the cache; EBUSY: in use). */
+export async function withPool<T>(
+  home: string,
+  name: string,
+  fn: (pool: Pool, entry: CachedPool, leaves: readonly OpenLeaf[]) => Promise<T>,
+): Promise<T> {
+  const entry = await new PoolCache(home).get(name);
+  return withLockedLeaves(entry.vdevs, (leaves) => withImportedPool(leaves, entry.guid, (pool) => fn(pool, entry, leaves)));
+}
+
+/**
+ * Serialises read-modify-write of the pool cache across processes: the home folder itself is
+ * locked like a vdev. EBUSY when another process is changing the cache right now.
+ */
+export async function withCacheLock<T>(home: string, fn: (cache: PoolCache) => Promise<T>): Promise<T> {
+  await mkdir(resolve(home), { recursive: true, mode: 0o700 });
+  let lock: VdevLock;
+  try {
+    lock = await VdevLock.acquire([await realpath(resolve(home))]);
+  } catch (e) {
+    if (!hasCode(e, 'EBUSY')) throw e;
+    throw mpError('EBUSY', `the pool cache in ${resolve(home)} is being changed by another command; retry`, { home }, e);
+  }
+  try {
+    return await fn(new PoolCache(home));
+  } finally {
+    await lock.release();
+  }
+}
