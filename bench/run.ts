@@ -4,8 +4,9 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { type Figure, formatTable, meets } from './harness.js';
 import * as checksum from './checksum.bench.js';
+import * as pool from './pool.bench.js';
 
-const SUITES: Record<string, { run(): Promise<Figure[]> }> = { checksum };
+const SUITES: Record<string, { run(): Promise<Figure[]> }> = { checksum, pool };
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);

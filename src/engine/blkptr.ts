@@ -19,10 +19,8 @@ import {
   assert,
   limits,
   mpError,
-  readU64Number,
-  writeU64Number,
 } from '../lib/index.js';
-import { type BlockPointer, BlockType, type Dva, type Txg, layout } from './types.js';
+import { type BlockPointer, BlockType, type Dva, HOLE, type Txg, layout } from './types.js';
 
 /** A DVA names one of at most this many top-level vdevs. */
 export const TOP_VDEVS_MAX = 256;
@@ -92,7 +90,8 @@ function holeProblem(bp: BlockPointer): string | null {
 }
 
 function dvasProblem(dvas: readonly Dva[], psize: number): string | null {
-  for (const [i, d] of dvas.entries()) {
+  for (let i = 0; i < dvas.length; i++) {
+    const d = dvas[i] as Dva;
     if (!Number.isInteger(d.vdev) || d.vdev < 0 || d.vdev >= TOP_VDEVS_MAX) return `DVA ${i}: vdev ${d.vdev}`;
     if (!isSizeBytes(d.asize, false) || d.asize < psize) return `DVA ${i}: asize ${d.asize} for psize ${psize}`;
     if (!Number.isSafeInteger(d.offset) || d.offset < 0 || d.offset % SECTOR !== 0) return `DVA ${i}: offset ${d.offset}`;
@@ -113,23 +112,30 @@ export function encodeBlockPointerInto(bp: BlockPointer, out: Uint8Array, at: nu
   const problem = blockPointerProblem(bp);
   assert(problem === null, `encodeBlockPointer: invalid pointer: ${problem}`);
   assert(Number.isInteger(at) && at >= 0 && at + BP_BYTES <= out.length, 'encodeBlockPointer: slot out of range');
-  const slot = out.subarray(at, at + BP_BYTES);
-  slot.fill(0);
-  const view = new DataView(slot.buffer, slot.byteOffset, BP_BYTES);
-  for (const [i, d] of bp.dvas.entries()) {
+  // One view and no per-field helpers: indirect blocks encode 128 pointers each, every txg.
+  out.fill(0, at, at + BP_BYTES);
+  const view = new DataView(out.buffer, out.byteOffset + at, BP_BYTES);
+  for (let i = 0; i < bp.dvas.length; i++) {
+    const d = bp.dvas[i] as Dva;
     view.setUint32(i * DVA_BYTES, d.vdev, true);
     view.setUint32(i * DVA_BYTES + 4, d.asize / SECTOR, true);
-    writeU64Number(slot, i * DVA_BYTES + 8, d.offset / SECTOR);
+    setU64(view, i * DVA_BYTES + 8, d.offset / SECTOR);
   }
-  slot[OFF_COUNT] = bp.dvas.length;
-  slot[OFF_TYPE] = bp.type;
-  slot[OFF_LEVEL] = bp.level;
-  slot[OFF_CKSUM_KIND] = bp.checksumKind;
+  out[at + OFF_COUNT] = bp.dvas.length;
+  out[at + OFF_TYPE] = bp.type;
+  out[at + OFF_LEVEL] = bp.level;
+  out[at + OFF_CKSUM_KIND] = bp.checksumKind;
   view.setUint32(OFF_LSIZE, bp.lsize / SECTOR, true);
   view.setUint32(OFF_PSIZE, bp.psize / SECTOR, true);
-  writeU64Number(slot, OFF_BIRTH, bp.birth);
-  writeU64Number(slot, OFF_FILL, bp.fill);
-  slot.set(bp.checksum, OFF_CHECKSUM);
+  setU64(view, OFF_BIRTH, bp.birth);
+  setU64(view, OFF_FILL, bp.fill);
+  out.set(bp.checksum, at + OFF_CHECKSUM);
+}
+
+/** A safe non-negative integer (checked by blockPointerProblem) as a little-endian u64. */
+function setU64(view: DataView, field: number, value: number): void {
+  view.setUint32(field, value % 0x1_0000_0000, true);
+  view.setUint32(field + 4, Math.floor(value / 0x1_0000_0000), true);
 }
 
 export function encodeBlockPointer(bp: BlockPointer): Uint8Array {
@@ -143,10 +149,10 @@ function garbage(why: string, at: number): Error {
 }
 
 /** Reads a u64 field that must stay below 2^53; EPROTO (with the pointer's position) otherwise. */
-function u64(slot: Uint8Array, field: number, at: number): number {
-  const view = new DataView(slot.buffer, slot.byteOffset, BP_BYTES);
-  if (view.getUint32(field + 4, true) > 0x1fffff) throw garbage(`64-bit field at ${field} exceeds 2^53`, at);
-  return readU64Number(slot, field);
+function u64(view: DataView, field: number, at: number): number {
+  const hi = view.getUint32(field + 4, true);
+  if (hi > 0x1fffff) throw garbage(`64-bit field at ${field - at} exceeds 2^53`, at);
+  return hi * 0x1_0000_0000 + view.getUint32(field, true);
 }
 
 /** Decodes the 128 bytes at `at` of `bytes`; EPROTO if they are not a valid pointer. */
@@ -154,32 +160,38 @@ export function decodeBlockPointerAt(bytes: Uint8Array, at: number): BlockPointe
   if (!Number.isInteger(at) || at < 0 || at + BP_BYTES > bytes.length) {
     throw mpError('EPROTO', `block pointer at ${at} is outside ${bytes.length} bytes`, { at, length: bytes.length });
   }
-  const slot = bytes.subarray(at, at + BP_BYTES);
-  const view = new DataView(slot.buffer, slot.byteOffset, BP_BYTES);
-  for (const [from, to] of RESERVED) if (!isZero(slot, from, to)) throw garbage(`reserved bytes ${from}..${to} set`, at);
-  const count = slot[OFF_COUNT] ?? 0;
+  return decodeSlot(bytes, new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength), at);
+}
+
+/**
+ * Decodes one slot, `view` covering all of `bytes`. Reading a large object decodes whole indirect
+ * blocks by the thousand, so this allocates only the pointer's own objects (no view or subarray
+ * per field), and the never-written hole (all zeros, most of a sparse indirect block) is the
+ * shared HOLE. Every check of blockPointerProblem still runs on every other pointer.
+ */
+function decodeSlot(bytes: Uint8Array, view: DataView, at: number): BlockPointer {
+  if (isZero(bytes, at, at + BP_BYTES)) return HOLE;
+  for (const [from, to] of RESERVED) if (!isZero(bytes, at + from, at + to)) throw garbage(`reserved bytes ${from}..${to} set`, at);
+  const count = bytes[at + OFF_COUNT] ?? 0;
   if (count > layout.dvasMax) throw garbage(`${count} DVAs`, at);
-  if (!isZero(slot, count * DVA_BYTES, layout.dvasMax * DVA_BYTES)) throw garbage('data in an unused DVA slot', at);
+  if (!isZero(bytes, at + count * DVA_BYTES, at + layout.dvasMax * DVA_BYTES)) throw garbage('data in an unused DVA slot', at);
   const dvas: Dva[] = [];
   for (let i = 0; i < count; i++) {
-    const offsetSectors = u64(slot, i * DVA_BYTES + 8, at);
+    const base = at + i * DVA_BYTES;
+    const offsetSectors = u64(view, base + 8, at);
     if (offsetSectors > limits.diskBytesMax / SECTOR) throw garbage(`DVA ${i} offset beyond 2^53`, at);
-    dvas.push({
-      vdev: view.getUint32(i * DVA_BYTES, true),
-      asize: view.getUint32(i * DVA_BYTES + 4, true) * SECTOR,
-      offset: offsetSectors * SECTOR,
-    });
+    dvas.push({ vdev: view.getUint32(base, true), asize: view.getUint32(base + 4, true) * SECTOR, offset: offsetSectors * SECTOR });
   }
   const bp: BlockPointer = {
     dvas,
-    lsize: view.getUint32(OFF_LSIZE, true) * SECTOR,
-    psize: view.getUint32(OFF_PSIZE, true) * SECTOR,
-    type: (slot[OFF_TYPE] ?? 0) as BlockType,
-    level: slot[OFF_LEVEL] ?? 0,
-    checksumKind: slot[OFF_CKSUM_KIND] ?? 0,
-    birth: u64(slot, OFF_BIRTH, at) as Txg,
-    fill: u64(slot, OFF_FILL, at),
-    checksum: slot.slice(OFF_CHECKSUM, OFF_CHECKSUM + CHECKSUM_BYTES),
+    lsize: view.getUint32(at + OFF_LSIZE, true) * SECTOR,
+    psize: view.getUint32(at + OFF_PSIZE, true) * SECTOR,
+    type: (bytes[at + OFF_TYPE] ?? 0) as BlockType,
+    level: bytes[at + OFF_LEVEL] ?? 0,
+    checksumKind: bytes[at + OFF_CKSUM_KIND] ?? 0,
+    birth: u64(view, at + OFF_BIRTH, at) as Txg,
+    fill: u64(view, at + OFF_FILL, at),
+    checksum: bytes.slice(at + OFF_CHECKSUM, at + OFF_CHECKSUM + CHECKSUM_BYTES),
   };
   const problem = blockPointerProblem(bp);
   if (problem !== null) throw garbage(problem, at);
@@ -212,8 +224,9 @@ export function decodeBlockPointerArray(bytes: Uint8Array): BlockPointer[] {
   if (bytes.length % BP_BYTES !== 0) {
     throw mpError('EPROTO', `${bytes.length} bytes is not a whole number of block pointers`, { length: bytes.length });
   }
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out: BlockPointer[] = [];
-  for (let at = 0; at < bytes.length; at += BP_BYTES) out.push(decodeBlockPointerAt(bytes, at));
+  for (let at = 0; at < bytes.length; at += BP_BYTES) out.push(decodeSlot(bytes, view, at));
   return out;
 }
 

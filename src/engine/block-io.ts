@@ -133,6 +133,44 @@ export class BlockIo {
     throw this.lost(bp, context, rejected, kind);
   }
 
+  /**
+   * Reads blocks whose first copies lie back to back on one vdev with one I/O (a sequential read
+   * pays one system call per run, not per block) and verifies each against its own pointer.
+   * Returns the run's bytes, or null when the blocks are not back to back or no copy of the run
+   * verifies: the caller then reads them one by one, which tries every DVA, heals and names what
+   * is lost (a damaged block is then counted once by the run's read and once by its own).
+   */
+  async readRun(bps: readonly BlockPointer[]): Promise<Uint8Array | null> {
+    const head = bps[0]?.dvas[0];
+    if (head === undefined) return null;
+    let end = head.offset;
+    for (const bp of bps) {
+      const dva = bp.dvas[0];
+      if (dva === undefined || dva.vdev !== head.vdev || dva.offset !== end || dva.asize !== bp.psize || bp.psize !== bp.lsize) return null;
+      end += dva.asize;
+    }
+    const length = end - head.offset;
+    if (length > limits.diskIoBytesMax || !this.fits(head, length)) return null;
+    const accept = (bytes: Uint8Array): boolean => {
+      let at = 0;
+      for (const bp of bps) {
+        if (!checksumMatches(checksumKindFromId(bp.checksumKind), bytes.subarray(at, at + bp.psize), bp.checksum)) return false;
+        at += bp.psize;
+      }
+      return true;
+    };
+    let bytes: Uint8Array;
+    try {
+      bytes = await this.vdev(head).read(head.offset, length, accept);
+    } catch (e) {
+      if (hasCode(e, 'ECKSUM') || hasCode(e, 'EIO')) return null;
+      throw e;
+    }
+    assert(bytes.length === length);
+    this.counters.readBlocks += bps.length;
+    return bytes;
+  }
+
   private lost(bp: BlockPointer, context: BlockReadContext, rejected: boolean, kind: ChecksumKind): Error {
     const where =
       context.object === undefined ? context.what : `${context.what} object ${context.object} offset ${context.offset ?? 0}`;

@@ -6,8 +6,8 @@
 // allocator defers past the txgs that could still be imported.
 // Callers: the DMU operations (dmu.ts) and the pool (MOS) and datasets.
 
-import { assert, mpError, readU64Number, writeU64Number } from '../lib/index.js';
-import type { BlockStore, ReadContext } from './block-store.js';
+import { assert, mpError } from '../lib/index.js';
+import type { BlockStore } from './block-store.js';
 import {
   DNODE_BLOCK_BYTES,
   DNODE_BYTES,
@@ -19,16 +19,13 @@ import {
   encodeDnode,
   levelsFor,
 } from './dnode.js';
+import { DNODE_SHIFT, type ObjsetPhys, type ObjsetType, decodeObjsetPhys, encodeObjsetPhys } from './objset-phys.js';
+import { ReadAhead } from './read-ahead.js';
 import { lookupBlock, syncTree } from './tree.js';
 import { type BlockPointer, BlockType, HOLE, type ObjectId, type Txg, isHole, objectId } from './types.js';
 
-export const ObjsetType = { mos: 1, dataset: 2 } as const;
-export type ObjsetType = (typeof ObjsetType)[keyof typeof ObjsetType];
+export { ObjsetType, decodeObjsetPhys, type ObjsetPhys } from './objset-phys.js';
 
-const OBJSET_BYTES = 1024;
-const OBJSET_MAGIC = 0x5445_534a_424f_504dn; // "MPOBJSET" little-endian
-const OBJSET_VERSION = 1;
-const DNODE_SHIFT = Math.log2(DNODE_BLOCK_BYTES);
 /** Synced dnodes kept decoded; beyond this the oldest are dropped and re-read when needed. */
 const DNODE_CACHE_MAX = 65_536;
 /** The first object number handed out; 0 is never an object. */
@@ -63,12 +60,6 @@ interface TxgLayer {
   nextObject: number;
 }
 
-export interface ObjsetPhys {
-  readonly type: ObjsetType;
-  readonly nextObject: number;
-  readonly meta: Dnode;
-}
-
 export const FREE_HEADER: ObjectHeader = headerOf(FREE_DNODE);
 
 export function headerOf(d: Dnode): ObjectHeader {
@@ -89,30 +80,6 @@ function emptyMeta(checksumKind: number): Dnode {
   return { ...FREE_DNODE, type: ObjectType.dnodes, levels: 1, blockShift: DNODE_SHIFT, maxBlockShift: DNODE_SHIFT, checksumKind };
 }
 
-function encodePhys(p: ObjsetPhys): Uint8Array {
-  const out = new Uint8Array(OBJSET_BYTES);
-  const v = new DataView(out.buffer);
-  v.setBigUint64(0, OBJSET_MAGIC, true);
-  v.setUint32(8, OBJSET_VERSION, true);
-  v.setUint32(12, p.type, true);
-  writeU64Number(out, 16, p.nextObject);
-  encodeDnode(p.meta, out, 64);
-  return out;
-}
-
-export function decodeObjsetPhys(bytes: Uint8Array, ctx: ReadContext): ObjsetPhys {
-  const bad = (why: string): Error => mpError('EPROTO', `corrupt object set (${ctx.what}): ${why}`, { ...ctx });
-  if (bytes.length < OBJSET_BYTES) throw bad('short block');
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (v.getBigUint64(0, true) !== OBJSET_MAGIC) throw bad('bad magic');
-  if (v.getUint32(8, true) !== OBJSET_VERSION) throw bad(`unsupported version ${v.getUint32(8, true)}`);
-  const type = v.getUint32(12, true);
-  if (type !== ObjsetType.mos && type !== ObjsetType.dataset) throw bad(`unknown type ${type}`);
-  const meta = decodeDnode(bytes, 64, { ...ctx, object: 0 });
-  if (meta.type !== ObjectType.dnodes || meta.blockShift !== DNODE_SHIFT) throw bad('meta-dnode is not a dnode array');
-  return { type, nextObject: readU64Number(bytes, 16), meta };
-}
-
 export class ObjectSet {
   readonly what: string;
   readonly store: BlockStore;
@@ -122,6 +89,7 @@ export class ObjectSet {
   private readonly locks = new Map<ObjectId, Promise<void>>();
   /** Newest first: at most the open txg and the syncing txg. */
   private layers: TxgLayer[] = [];
+  private readonly readAhead: ReadAhead = new ReadAhead(this);
 
   private constructor(store: BlockStore, what: string, phys: ObjsetPhys, root: BlockPointer) {
     this.store = store;
@@ -235,21 +203,65 @@ export class ObjectSet {
    * to `1 << blockShift` bytes. A fresh buffer the caller owns.
    */
   async readBlock(obj: ObjectId, blockId: number, blockShift: number, upTo?: Txg): Promise<Uint8Array> {
-    const bytes = 1 << blockShift;
+    const found = await this.findBlock(obj, blockId, blockShift, upTo, true);
+    return found.shared ? owned(found.block, 1 << blockShift) : fitted(found.block, 1 << blockShift);
+  }
+
+  /**
+   * readBlock without the copy: the buffer may be a dirty block or a cached one, so the caller
+   * must never modify it and must copy what it needs before its next await (a writer may change
+   * a dirty block in between). A plain read needs no copy of its own, and at 128 KiB per block
+   * the copy cost as much as the checksum.
+   */
+  async viewBlock(obj: ObjectId, blockId: number, blockShift: number, upTo?: Txg): Promise<Uint8Array> {
+    return fitted((await this.findBlock(obj, blockId, blockShift, upTo, false)).block, 1 << blockShift);
+  }
+
+  /**
+   * The block as readBlock/viewBlock see it. `forChange`: the caller is about to modify a copy,
+   * so a block read from disk is not cached (its next version is dirty, the old one is freed by
+   * the next sync) and is handed over as is, which spares readBlock's copy.
+   */
+  private async findBlock(
+    obj: ObjectId,
+    blockId: number,
+    blockShift: number,
+    upTo: Txg | undefined,
+    forChange: boolean,
+  ): Promise<{ block: Uint8Array; shared: boolean }> {
+    const zeros = { block: new Uint8Array(0), shared: false };
     for (const layer of this.layers) {
       if (upTo !== undefined && layer.txg > upTo) continue;
       const od = layer.objects.get(obj);
       if (od === undefined) continue;
       const block = od.blocks.get(blockId);
-      if (block !== undefined) return fitted(block, bytes);
-      if (od.replaced || od.freed.some(([s, e]) => blockId >= s && blockId < e)) return new Uint8Array(bytes);
+      if (block !== undefined) return { block, shared: true };
+      if (od.replaced || od.freed.some(([s, e]) => blockId >= s && blockId < e)) return zeros;
     }
     const d = await this.syncedDnode(obj);
-    if (d.type === ObjectType.none) return new Uint8Array(bytes);
+    if (d.type === ObjectType.none) return zeros;
     const ctx = { what: this.what, object: obj, offset: blockId * (1 << d.blockShift) };
     const bp = await lookupBlock(this.store, d, blockId, ctx);
-    if (isHole(bp)) return new Uint8Array(bytes);
-    return fitted(await this.store.read(bp, ctx), bytes);
+    if (isHole(bp)) return zeros;
+    if (forChange) return { block: await this.store.readOwned(bp, ctx), shared: false };
+    return { block: await this.store.read(bp, ctx), shared: true };
+  }
+
+  /**
+   * Blocks [first, end) of `obj` with one disk read into a fresh buffer the caller owns, or null
+   * when that is not possible (unsynced changes, a hole, a cached block, blocks not stored back to
+   * back): the caller then reads block by block. Sequential readers get read-ahead (read-ahead.ts).
+   */
+  async readSpan(obj: ObjectId, first: number, end: number, blockShift: number): Promise<Uint8Array | null> {
+    if (this.isDirty(obj)) return null;
+    const d = await this.syncedDnode(obj);
+    if (d.type === ObjectType.none || d.blockShift !== blockShift || end > d.blocks || this.isDirty(obj)) return null;
+    return this.readAhead.read(obj, d, first, end);
+  }
+
+  /** Waits for read-ahead still in flight (the pool calls it before closing its disks). */
+  quiesce(): Promise<void> {
+    return this.readAhead.quiesce();
   }
 
   /** The dnode of `obj` as of the last sync. */
@@ -285,7 +297,7 @@ export class ObjectSet {
     const meta = await this.syncMeta(t, synced);
     const phys: ObjsetPhys = { type: this.phys.type, nextObject: layer.nextObject, meta };
     const root = await this.store.write(
-      encodePhys(phys),
+      encodeObjsetPhys(phys),
       { type: BlockType.objset, level: 0, checksumKind: meta.checksumKind, fill: 1, copies: 2 },
       t,
     );
@@ -344,7 +356,7 @@ export class ObjectSet {
     const ctx = { what: this.what, object: 0, offset: blockId * DNODE_BLOCK_BYTES };
     const bp = await lookupBlock(this.store, this.phys.meta, blockId, ctx);
     if (isHole(bp)) return new Uint8Array(DNODE_BLOCK_BYTES);
-    return fitted(await this.store.read(bp, ctx), DNODE_BLOCK_BYTES);
+    return owned(await this.store.read(bp, ctx), DNODE_BLOCK_BYTES);
   }
 
   private layer(t: Txg): TxgLayer {
@@ -382,9 +394,17 @@ function dataTypeOf(type: ObjectType): BlockType {
   return type === ObjectType.zap ? BlockType.zap : type === ObjectType.dnodes ? BlockType.dnodes : BlockType.data;
 }
 
-/** `block` zero-padded or cut to `bytes` (a block read at an older, smaller block size). */
+/** fitted, always into a fresh buffer the caller owns (cached and dirty blocks are shared). */
+function owned(block: Uint8Array, bytes: number): Uint8Array {
+  return block.length === bytes ? block.slice() : fitted(block, bytes);
+}
+
+/**
+ * `block` zero-padded or cut to `bytes` (a block read at an older, smaller block size); `block`
+ * itself when it already fits.
+ */
 function fitted(block: Uint8Array, bytes: number): Uint8Array {
-  if (block.length === bytes) return block.slice();
+  if (block.length === bytes) return block;
   const out = new Uint8Array(bytes);
   out.set(block.subarray(0, Math.min(bytes, block.length)));
   return out;

@@ -13,16 +13,17 @@ import { type Clock, type Disk, type Random, assert, mpError } from '../lib/inde
 import { SpaceAllocator } from './allocator.js';
 import { BlockCache } from './block-cache.js';
 import { BlockIo } from './block-io.js';
-import type { BlockStore, ReadContext, WriteMeta } from './block-store.js';
+import type { BlockStore } from './block-store.js';
 import { DATASET_RECORD_BYTES, decodeDatasetRecord, encodeDatasetRecord } from './dataset-record.js';
 import * as dmu from './dmu.js';
 import { ObjectType } from './dnode.js';
 import { type PoolConfig, type Uberblock, readPool, vdevConfigOf, writeLabels, writeUberblock } from './label.js';
 import { MetaslabGroup } from './metaslab.js';
 import { ObjectSet, ObjsetType } from './objset.js';
+import { PoolBlockStore } from './pool-block-store.js';
 import { traverseObjset } from './traverse.js';
 import { type TxHandle, TxgManager } from './txg.js';
-import { type BlockPointer, type Guid, HOLE, type ObjectId, type Txg, guid, isHole, layout, objectId, txg } from './types.js';
+import { type Guid, HOLE, type ObjectId, type Txg, guid, isHole, layout, objectId, txg } from './types.js';
 import { TopVdev } from './vdev.js';
 import { Zap } from './zap.js';
 
@@ -61,42 +62,6 @@ const SLOP_SHIFT = 5;
 interface SyncTask {
   readonly run: (tx: dmu.Tx) => Promise<void>;
   readonly done: (e?: Error) => void;
-}
-
-class PoolBlockStore implements BlockStore {
-  constructor(
-    private readonly io: BlockIo,
-    private readonly allocator: SpaceAllocator,
-    private readonly cache: BlockCache,
-  ) {}
-
-  async read(bp: BlockPointer, context: ReadContext): Promise<Uint8Array> {
-    if (isHole(bp)) return new Uint8Array(bp.lsize);
-    const hit = this.cache.get(bp);
-    if (hit !== undefined) return hit;
-    const data = await this.io.read(bp, context);
-    this.cache.put(bp, data);
-    return data;
-  }
-
-  async write(data: Uint8Array, meta: WriteMeta, t: Txg): Promise<BlockPointer> {
-    const dvas = this.allocator.allocate(data.length, meta.copies, t);
-    const bp = await this.io.write(data, dvas, {
-      type: meta.type,
-      level: meta.level,
-      checksumKind: meta.checksumKind,
-      birth: t,
-      fill: meta.fill,
-      lsize: data.length,
-    });
-    if (meta.copies > 1) this.cache.put(bp, data);
-    return bp;
-  }
-
-  free(bp: BlockPointer, t: Txg): void {
-    this.cache.evict(bp);
-    for (const dva of bp.dvas) this.allocator.free(dva, t, bp.birth);
-  }
 }
 
 interface PoolParts {
@@ -168,7 +133,7 @@ export class Pool {
       firstTxg: p.firstTxg,
       clock: p.env.clock,
       syncTxg: (x) => this.syncTxg(x),
-      dirtyBytes: () => this.root.dirtyBytes(),
+      dirtyBytes: (t) => this.root.dirtyBytes(t),
       dirtyMaxBytes,
       dirtySyncBytes: t.dirtySyncBytes ?? Math.floor(dirtyMaxBytes / 4),
       timeoutMs: t.txgTimeoutMs ?? 5000,
@@ -320,6 +285,7 @@ export class Pool {
       await this.txgs.close();
     } finally {
       this.closed = true;
+      await Promise.all([this.root.quiesce(), this.mos.quiesce()]);
       await Promise.all(this.vdevs.flatMap((v) => v.children.map((c) => c.disk.close())));
     }
   }
@@ -328,6 +294,7 @@ export class Pool {
   async abandon(): Promise<void> {
     this.closed = true;
     await this.txgs.abandon();
+    await Promise.all([this.root.quiesce(), this.mos.quiesce()]);
   }
 
   private checkOpen(): void {

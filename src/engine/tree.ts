@@ -6,10 +6,13 @@
 // so a sync costs in proportion to the change, not the object.
 
 import { assert, mpError } from '../lib/index.js';
-import { decodeBlockPointerArray, encodeBlockPointers } from './blkptr.js';
+import { encodeBlockPointers } from './blkptr.js';
 import { type BlockStore, type ReadContext, bpAllocatedBytes } from './block-store.js';
 import { POINTER_SHIFT, POINTERS_PER_INDIRECT, INDIRECT_BYTES, capacityBlocks } from './dnode.js';
 import { type BlockPointer, BlockType, HOLE, type Txg, isHole, txg } from './types.js';
+
+/** Level-0 writes one syncTree keeps in flight (see syncNode). */
+export const LEAF_WRITES_IN_FLIGHT_MAX = 16;
 
 export interface TreeRoot {
   readonly bp: BlockPointer;
@@ -25,13 +28,13 @@ function span(level: number): number {
   return 2 ** (POINTER_SHIFT * level);
 }
 
-async function children(store: BlockStore, bp: BlockPointer, ctx: ReadContext): Promise<BlockPointer[]> {
+/** The pointers of an indirect block: shared with the store's cache, never modified. */
+async function children(store: BlockStore, bp: BlockPointer, ctx: ReadContext): Promise<readonly BlockPointer[]> {
   if (isHole(bp)) return new Array<BlockPointer>(POINTERS_PER_INDIRECT).fill(holePointer(bp.birth, bp.level - 1));
   if (bp.type !== BlockType.indirect || bp.level < 1) {
     throw mpError('EPROTO', `expected an indirect block, found type ${bp.type} level ${bp.level}`, { ...ctx });
   }
-  const bytes = await store.read(bp, ctx);
-  const list = decodeBlockPointerArray(bytes);
+  const list = await store.readPointers(bp, ctx);
   if (list.length !== POINTERS_PER_INDIRECT) throw mpError('EPROTO', 'indirect block of the wrong size', { ...ctx });
   return list;
 }
@@ -123,7 +126,7 @@ export async function syncTree(
     usedDelta -= bpAllocatedBytes(bp);
     store.free(bp, meta.txg);
   };
-  const write = async (data: Uint8Array, level: number, fill: number): Promise<BlockPointer> => {
+  const write = async (data: Uint8Array, level: number, fill: number, pointers?: readonly BlockPointer[]): Promise<BlockPointer> => {
     const bp = await store.write(
       data,
       {
@@ -132,6 +135,7 @@ export async function syncTree(
         checksumKind: meta.checksumKind,
         fill,
         copies: level === 0 && meta.dataType === BlockType.data ? 1 : 2,
+        ...(pointers === undefined ? {} : { pointers }),
       },
       meta.txg,
     );
@@ -149,13 +153,26 @@ export async function syncTree(
     if (bp.level > 0) for (const kid of await children(store, bp, meta.ctx)) await freeAll(kid);
     release(bp);
   };
+  // A level-0 block: the free, the allocation and the checksum happen now, in block order, so the
+  // placement is the same whatever the disk does; only the I/O is left running.
+  const syncLeaf = (node: BlockPointer | Virtual, base: number): Promise<BlockPointer> => {
+    assert(!('virtual' in node));
+    const data = changes.blocks.get(base);
+    release(node);
+    return data === undefined ? Promise.resolve(holePointer(meta.txg, 0)) : write(data, 0, 1);
+  };
+  // Level-0 writes of one indirect block overlap, at most LEAF_WRITES_IN_FLIGHT_MAX at a time:
+  // writing them one by one left the disk idle while the next block was checksummed, and the CPU
+  // idle while the disk wrote. `window` holds settled-never-rejecting twins; errors surface from
+  // the real promises, all awaited together.
+  const window: Promise<void>[] = [];
+  const startLeaf = (node: BlockPointer | Virtual, base: number): Promise<BlockPointer> => {
+    const p = syncLeaf(node, base);
+    window.push(p.then(() => undefined, () => undefined));
+    return p;
+  };
   const syncNode = async (node: BlockPointer | Virtual, level: number, base: number): Promise<BlockPointer> => {
-    if (level === 0) {
-      assert(!('virtual' in node));
-      const data = changes.blocks.get(base);
-      release(node);
-      return data === undefined ? holePointer(meta.txg, 0) : write(data, 0, 1);
-    }
+    if (level === 0) return syncLeaf(node, base);
     const width = span(level - 1);
     // A subtree wholly inside a freed range with nothing newly written goes at once.
     if (!('virtual' in node) && firstAtOrAfter(dirty, base) >= base + span(level) &&
@@ -164,18 +181,23 @@ export async function syncTree(
       return holePointer(meta.txg, level);
     }
     const kids = 'virtual' in node ? padVirtual(node.kids, level) : await children(store, node, meta.ctx);
-    const next: BlockPointer[] = [];
+    const pending: (BlockPointer | Promise<BlockPointer>)[] = [];
     for (let i = 0; i < POINTERS_PER_INDIRECT; i++) {
       const kid = kids[i];
       assert(kid !== undefined);
       const kidBase = base + i * width;
-      if (touched(kidBase, width, kid)) next.push(await syncNode(kid, level - 1, kidBase));
-      else next.push(kid as BlockPointer);
+      if (!touched(kidBase, width, kid)) pending.push(kid as BlockPointer);
+      else if (level > 1) pending.push(await syncNode(kid, level - 1, kidBase));
+      else {
+        while (window.length >= LEAF_WRITES_IN_FLIGHT_MAX) await window.shift();
+        pending.push(startLeaf(kid, kidBase));
+      }
     }
+    const next = await settled(pending);
     if (!('virtual' in node)) release(node);
     const fill = next.reduce((sum, bp) => sum + bp.fill, 0);
     if (fill === 0) return holePointer(meta.txg, level);
-    return write(encodeBlockPointers(next, INDIRECT_BYTES), level, fill);
+    return write(encodeBlockPointers(next, INDIRECT_BYTES), level, fill, next);
   };
   let top: BlockPointer | Virtual = root.bp;
   for (let level = root.levels; level < levels; level++) {
@@ -185,6 +207,15 @@ export async function syncTree(
     ? await syncNode(top, levels - 1, 0)
     : (top as BlockPointer);
   return { root: { bp, levels }, usedDelta };
+}
+
+/** Waits for every promise (no write left running after a failure), then throws the first error. */
+async function settled<T>(promises: readonly (T | Promise<T>)[]): Promise<T[]> {
+  const results = await Promise.allSettled(promises);
+  return results.map((r) => {
+    if (r.status === 'rejected') throw r.reason;
+    return r.value;
+  });
 }
 
 function padVirtual(kids: readonly (BlockPointer | Virtual)[], level: number): (BlockPointer | Virtual)[] {

@@ -21,8 +21,8 @@ export interface TxgOptions {
   clock: Clock;
   /** Writes txg t to disk and makes it durable. */
   syncTxg: (t: Txg) => Promise<void>;
-  /** Dirty bytes held in memory now. */
-  dirtyBytes: () => number;
+  /** Dirty bytes held in memory now: of txg `t` only when given, else of every txg. */
+  dirtyBytes: (t?: Txg) => number;
   /** Past this, assign() waits for a sync. */
   dirtyMaxBytes: number;
   /** Past this, a sync starts on its own. */
@@ -41,6 +41,8 @@ export class TxgManager {
   private readonly drained = new Map<Txg, () => void>();
   private chain: Promise<void> = Promise.resolve();
   private syncWaiters: (() => void)[] = [];
+  /** The newest txg a dirty-bytes sync was started for (one kick per txg). */
+  private kicked: Txg = txg(0);
   private failure: MirrorpoolError | null = null;
   private readonly stopTimer = new AbortController();
   private timerLoop: Promise<void> | null = null;
@@ -91,8 +93,14 @@ export class TxgManager {
       await this.sync();
       this.throwIfFailed();
     }
-    if (this.o.dirtyBytes() > this.o.dirtySyncBytes) this.kick();
+    // Kick once per txg, and only when the open txg itself is past the threshold: the syncing
+    // txg's bytes are already on their way out, and kicking on every assign while it syncs would
+    // close a tiny txg (and pay its fsyncs) per transaction.
     const t = this.open;
+    if (this.kicked < t && this.o.dirtyBytes(t) > this.o.dirtySyncBytes) {
+      this.kicked = t;
+      this.kick();
+    }
     this.holds.set(t, (this.holds.get(t) ?? 0) + 1);
     let done = false;
     return {
