@@ -347,7 +347,15 @@ export class ObjectSet {
     const levels = Math.max(meta.levels, levelsFor(Math.max(1, count)));
     const ctx = { what: this.what, object: 0 };
     const syncMeta = { txg: t, dataType: BlockType.dnodes, checksumKind: meta.checksumKind, ctx };
-    const { root, usedDelta } = await syncTree(this.store, meta, levels, { blocks, freed: [] }, syncMeta);
+    // A dnode block with only free dnodes becomes a hole: freeing objects gives its space back.
+    const freed: [number, number][] = [];
+    for (const [blockId, block] of blocks) {
+      if (allFree(block)) {
+        blocks.delete(blockId);
+        freed.push([blockId, blockId + 1]);
+      }
+    }
+    const { root, usedDelta } = await syncTree(this.store, meta, levels, { blocks, freed }, syncMeta);
     return { ...meta, blocks: count, levels: root.levels, bp: root.bp, usedBytes: meta.usedBytes + usedDelta };
   }
 
@@ -388,6 +396,11 @@ export class ObjectSet {
       txgs: this.layers.map((l) => l.txg),
     };
   }
+}
+
+function allFree(block: Uint8Array): boolean {
+  for (let at = 0; at < block.length; at += DNODE_BYTES) if (block[at] !== ObjectType.none) return false;
+  return true;
 }
 
 function dataTypeOf(type: ObjectType): BlockType {

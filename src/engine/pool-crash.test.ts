@@ -8,6 +8,7 @@ import { Prng, hasCode } from '../lib/index.js';
 import * as dmu from './dmu.js';
 import { ObjectType } from './dnode.js';
 import type { Pool } from './pool.js';
+import { KEY_DIRECTORY } from './keyed.js';
 import { createSimPool, importSimPool, pattern, simMachine } from './test-support.js';
 import type { ObjectId } from './types.js';
 
@@ -97,8 +98,8 @@ async function expectState(pool: Pool, state: State, label: string): Promise<voi
     const got = await dmu.read(pool.root, obj, 0, bytes.length + 1);
     expect(Buffer.from(got).equals(Buffer.from(bytes)), `${label}: object ${obj}`).toBe(true);
   }
-  // Objects the state does not have must not exist.
-  for (let obj = 1; obj < 40; obj++) {
+  // Objects the state does not have must not exist (object 1 is the key directory).
+  for (let obj = KEY_DIRECTORY + 1; obj < 40; obj++) {
     if (state.has(obj as ObjectId)) continue;
     const exists = await dmu.objectInfo(pool.root, obj as ObjectId).then(() => true, (e: unknown) => {
       if (hasCode(e, 'ENOENT')) return false;

@@ -2,8 +2,9 @@
 // cache, the MOS and the root dataset's object set, driven by the txg pipeline.
 //
 // Sync of txg t (the only place the MOS changes — "syncing context"):
-//   1. queued sync tasks run against the MOS;  2. each dirty dataset object set writes its tree
-//   and its new root goes into its MOS record;  3. the MOS writes its tree;  4. the space maps
+//   1. each dirty dataset object set writes its tree and its new root goes into its MOS record
+//   (dsl.ts);  2. queued sync tasks run against the MOS (snapshots, destroys... see the DSL), and
+//   datasets they created write their first tree;  3. the MOS writes its tree;  4. the space maps
 //   record t's allocations and frees;  5. every disk is synced;  6. the uberblock for t is
 //   written to every label (which syncs again);  7. frees deferred past t's window are released.
 // A crash anywhere before 6 completes leaves txg t-1 intact: nothing it references was
@@ -14,16 +15,17 @@ import { SpaceAllocator } from './allocator.js';
 import { BlockCache } from './block-cache.js';
 import { BlockIo } from './block-io.js';
 import type { BlockStore } from './block-store.js';
-import { DATASET_RECORD_BYTES, decodeDatasetRecord, encodeDatasetRecord } from './dataset-record.js';
+import { DATASET_RECORD_BYTES, decodeDatasetRecord } from './dataset-record.js';
 import * as dmu from './dmu.js';
 import { ObjectType } from './dnode.js';
 import { type PoolConfig, type Uberblock, readPool, vdevConfigOf, writeLabels, writeUberblock } from './label.js';
 import { MetaslabGroup } from './metaslab.js';
+import { Dsl } from './dsl.js';
 import { ObjectSet, ObjsetType } from './objset.js';
 import { PoolBlockStore } from './pool-block-store.js';
 import { traverseObjset } from './traverse.js';
 import { type TxHandle, TxgManager } from './txg.js';
-import { type Guid, HOLE, type ObjectId, type Txg, guid, isHole, layout, objectId, txg } from './types.js';
+import { type BlockPointer, type Guid, HOLE, type ObjectId, type Txg, layout, newGuid, objectId, txg } from './types.js';
 import { TopVdev } from './vdev.js';
 import { Zap } from './zap.js';
 
@@ -72,18 +74,9 @@ interface PoolParts {
   readonly cache: BlockCache;
   readonly store: BlockStore;
   readonly mos: ObjectSet;
-  readonly root: ObjectSet;
-  readonly rootRecord: ObjectId;
   readonly uberblock: Uberblock;
   readonly firstTxg: Txg;
   readonly env: PoolEnv;
-}
-
-function newGuid(random: Random): Guid {
-  for (;;) {
-    const g = random.u64();
-    if (g !== 0n) return guid(g);
-  }
 }
 
 function storage(vdevs: readonly TopVdev[], allocator: SpaceAllocator, env: PoolEnv): Pick<PoolParts, 'io' | 'cache' | 'store'> {
@@ -102,9 +95,8 @@ export class Pool {
   readonly cache: BlockCache;
   readonly store: BlockStore;
   readonly mos: ObjectSet;
-  /** The root dataset's object set (named like the pool). */
-  readonly root: ObjectSet;
-  private rootRecord: ObjectId;
+  /** Datasets, snapshots, bookmarks, clones and holds. */
+  readonly dsl: Dsl;
   private readonly txgs: TxgManager;
   private readonly env: PoolEnv;
   private readonly checksumKind: number;
@@ -122,8 +114,6 @@ export class Pool {
     this.cache = p.cache;
     this.store = p.store;
     this.mos = p.mos;
-    this.root = p.root;
-    this.rootRecord = p.rootRecord;
     this.ub = p.uberblock;
     this.env = p.env;
     const t = p.env.tuning ?? {};
@@ -133,12 +123,29 @@ export class Pool {
       firstTxg: p.firstTxg,
       clock: p.env.clock,
       syncTxg: (x) => this.syncTxg(x),
-      dirtyBytes: (t) => this.root.dirtyBytes(t),
+      dirtyBytes: (t) => this.dsl.dirtyBytes(t),
       dirtyMaxBytes,
       dirtySyncBytes: t.dirtySyncBytes ?? Math.floor(dirtyMaxBytes / 4),
       timeoutMs: t.txgTimeoutMs ?? 5000,
     });
-    this.txgs.start();
+    this.dsl = new Dsl({
+      poolName: this.name,
+      mos: this.mos,
+      store: this.store,
+      clock: p.env.clock,
+      random: p.env.random,
+      checksumKind: this.checksumKind,
+      host: {
+        syncTask: (run) => this.syncTask(run),
+        sync: () => this.sync(),
+        availableBytes: () => this.availableBytes(),
+      },
+    });
+  }
+
+  /** The root dataset's object set (named like the pool). */
+  get root(): ObjectSet {
+    return this.dsl.rootObjset();
   }
 
   /** Creates a pool on fresh disks: labels, empty space maps, the MOS and the root dataset. */
@@ -173,23 +180,15 @@ export class Pool {
       allocator,
       ...s,
       mos: ObjectSet.create(s.store, 'MOS', ObjsetType.mos, checksumKind),
-      root: ObjectSet.create(s.store, name, ObjsetType.dataset, checksumKind),
-      rootRecord: objectId(0),
       uberblock: { txg: txg(0), poolGuid, timestampMs: env.clock.wallMs(), rootBp: HOLE, checkpointTxg: txg(0) },
       firstTxg: txg(1),
       env,
     });
+    pool.txgs.start();
     await pool.syncTask(async (tx) => {
       await dmu.claimObject(pool.mos, tx, MOS_DIRECTORY, { type: ObjectType.zap, blockBytes: 16 * 1024, checksumKind });
       const dir = await Zap.create(await dmu.objectAccess(pool.mos, tx, MOS_DIRECTORY));
-      const record = encodeDatasetRecord({ root: HOLE, createdTxg: tx.txg, guid: newGuid(env.random) });
-      pool.rootRecord = await dmu.createObject(pool.mos, tx, {
-        type: ObjectType.dataset,
-        blockBytes: 512,
-        checksumKind,
-        bonus: record,
-      });
-      await dir.setNumber(ROOT_DATASET_KEY, pool.rootRecord);
+      await dir.setNumber(ROOT_DATASET_KEY, await pool.dsl.createRoot(tx));
     });
     return pool;
   }
@@ -206,28 +205,23 @@ export class Pool {
     );
     const allocator = new SpaceAllocator(groups);
     const s = storage(found.vdevs, allocator, env);
-    const checksumKind = env.tuning?.checksumKind ?? FLETCHER4;
     const mos = await ObjectSet.open(s.store, 'MOS', ub.rootBp);
     const dir = await Zap.open(await dmu.objectAccess(mos, null, MOS_DIRECTORY));
     const rootRecord = await dir.getNumber(ROOT_DATASET_KEY);
     if (rootRecord === undefined) throw mpError('EPROTO', 'pool directory has no root dataset', { pool: found.config.name });
-    const record = decodeDatasetRecord(await dmu.bonus(mos, objectId(rootRecord)), { pool: found.config.name });
-    const name = found.config.name;
-    const root = isHole(record.root)
-      ? ObjectSet.create(s.store, name, ObjsetType.dataset, checksumKind)
-      : await ObjectSet.open(s.store, name, record.root);
-    return new Pool({
+    const pool = new Pool({
       config: found.config,
       vdevs: found.vdevs,
       allocator,
       ...s,
       mos,
-      root,
-      rootRecord: objectId(rootRecord),
       uberblock: ub,
       firstTxg: txg(Math.max(ub.txg, found.newestTxgOnDisk) + 1),
       env,
     });
+    await pool.dsl.load(objectId(rootRecord));
+    pool.txgs.start();
+    return pool;
   }
 
   /**
@@ -238,11 +232,17 @@ export class Pool {
     this.checkOpen();
     if (options.netFree !== true) {
       const slop = this.allocator.totalBytes() >> SLOP_SHIFT;
-      if (this.allocator.freeBytes() - 2 * this.root.dirtyBytes() < slop) {
+      if (this.allocator.freeBytes() - 2 * this.dsl.dirtyBytes() < slop) {
         throw mpError('ENOSPC', `pool ${this.name} is out of space`, { pool: this.name, freeBytes: this.allocator.freeBytes() });
       }
     }
     return this.txgs.assign();
+  }
+
+  /** Bytes new data may still take: free space less the slop and what dirty data will take. */
+  availableBytes(): number {
+    const slop = this.allocator.totalBytes() >> SLOP_SHIFT;
+    return Math.max(0, this.allocator.freeBytes() - slop - this.dsl.dirtyBytes());
   }
 
   /** Runs `run` against the MOS in the next txg's sync; resolves once that txg is durable. */
@@ -285,7 +285,7 @@ export class Pool {
       await this.txgs.close();
     } finally {
       this.closed = true;
-      await Promise.all([this.root.quiesce(), this.mos.quiesce()]);
+      await Promise.all([this.dsl.quiesce(), this.mos.quiesce()]);
       await Promise.all(this.vdevs.flatMap((v) => v.children.map((c) => c.disk.close())));
     }
   }
@@ -294,7 +294,7 @@ export class Pool {
   async abandon(): Promise<void> {
     this.closed = true;
     await this.txgs.abandon();
-    await Promise.all([this.root.quiesce(), this.mos.quiesce()]);
+    await Promise.all([this.dsl.quiesce(), this.mos.quiesce()]);
   }
 
   private checkOpen(): void {
@@ -305,15 +305,13 @@ export class Pool {
     const tx = { txg: t };
     const tasks = this.tasks;
     this.tasks = [];
+    await this.dsl.syncHeads(tx);
     const outcomes: (Error | undefined)[] = [];
     for (const task of tasks) {
       outcomes.push(await task.run(tx).then(() => undefined, (e: unknown) => (e instanceof Error ? e : new Error(String(e)))));
     }
-    if (this.root.hasDirty(t)) {
-      const root = await this.root.syncTxg(t);
-      const old = decodeDatasetRecord(await dmu.bonus(this.mos, this.rootRecord), { pool: this.name });
-      await dmu.setBonus(this.mos, tx, this.rootRecord, encodeDatasetRecord({ ...old, root }));
-    }
+    // Datasets the tasks created start their object sets in this txg.
+    await this.dsl.syncHeads(tx);
     if (this.mos.hasDirty(t)) {
       const mosRoot = await this.mos.syncTxg(t);
       await this.allocator.sync(t);
@@ -330,20 +328,28 @@ export class Pool {
   /**
    * Checks, with nothing dirty: the allocator's own invariants; every block reachable from the
    * uberblock verifies; no two live blocks overlap; allocated space equals the live blocks plus
-   * frees still deferred.
+   * frees still deferred; the DSL's figures and deadlists agree with the blocks (dsl.ts).
+   * Snapshots, clones and heads share blocks: a block reached again is not counted twice, and
+   * its subtree is not walked again.
    */
   async checkInvariants(): Promise<{ liveBytes: number; blocks: number }> {
     this.allocator.checkInvariants();
     const ranges: [number, number, number][] = [];
+    const seen = new Set<string>();
+    const keyOf = (bp: BlockPointer): string => bp.dvas.map((d) => `${d.vdev}:${d.offset}`).join(',');
     let liveBytes = 0;
     let blocks = 0;
     await traverseObjset(this.store, 'MOS', this.ub.rootBp, {
       block: ({ bp }) => {
+        const key = keyOf(bp);
+        if (seen.has(key)) return false;
+        seen.add(key);
         blocks++;
         for (const dva of bp.dvas) {
           ranges.push([dva.vdev, dva.offset, dva.asize]);
           liveBytes += dva.asize;
         }
+        return true;
       },
       childObjsets: (_name, obj, d) => {
         if (d.type !== ObjectType.dataset || d.bonus.length < DATASET_RECORD_BYTES) return [];
@@ -362,6 +368,7 @@ export class Pool {
       this.allocator.allocatedBytes() === expected,
       `allocated ${this.allocator.allocatedBytes()} != live ${liveBytes} + deferred ${this.allocator.deferredBytes()}`,
     );
+    await this.dsl.checkInvariants((bp) => seen.has(keyOf(bp)));
     return { liveBytes, blocks };
   }
 
@@ -376,7 +383,7 @@ export class Pool {
       sizeBytes: this.allocator.totalBytes(),
       allocatedBytes: this.allocator.allocatedBytes(),
       freeBytes: this.allocator.freeBytes(),
-      dirtyBytes: this.root.dirtyBytes(),
+      dirtyBytes: this.dsl.dirtyBytes(),
       vdevs: this.vdevs.map((v) => ({ ...v.stats(), ...this.allocator.vdevSpace(v.index) })),
       blocks: { ...this.blockIo.counters },
       cache: { ...this.cache.stats, bytes: this.cache.cachedBytes() },

@@ -18,15 +18,15 @@ export interface VisitedBlock {
 }
 
 export interface TraverseHooks {
-  /** Called once per block, before its children. */
-  block(v: VisitedBlock): void | Promise<void>;
+  /** Called once per block, before its children; `false` skips the children. */
+  block(v: VisitedBlock): void | boolean | Promise<void | boolean>;
   /** Object sets a dnode points to (dataset records): returns their roots. */
   childObjsets?(objset: string, object: number, d: Dnode): readonly { name: string; root: BlockPointer }[];
 }
 
 export async function traverseObjset(store: BlockStore, name: string, root: BlockPointer, hooks: TraverseHooks): Promise<void> {
   if (isHole(root)) return;
-  await hooks.block({ bp: root, objset: name, object: -1 });
+  if ((await hooks.block({ bp: root, objset: name, object: -1 })) === false) return;
   const phys = decodeObjsetPhys(await store.read(root, { what: name }), { what: name });
   const dnodeBlocks: { bp: BlockPointer; blockId: number }[] = [];
   await walkTree(store, phys.meta.bp, name, 0, hooks, (bp, blockId) => dnodeBlocks.push({ bp, blockId }));
@@ -56,7 +56,7 @@ async function walkTree(
 ): Promise<void> {
   const visit = async (bp: BlockPointer, base: number): Promise<void> => {
     if (isHole(bp)) return;
-    await hooks.block({ bp, objset, object });
+    if ((await hooks.block({ bp, objset, object })) === false) return;
     if (bp.level === 0) {
       leaf(bp, base);
       return;
@@ -67,4 +67,21 @@ async function walkTree(
     for (const [i, kid] of kids.entries()) await visit(kid, base + i * width);
   };
   await visit(top, 0);
+}
+
+/**
+ * Every block of the object set at `root` born after `minTxg`, children before parents. Copy-on-
+ * write makes a parent at least as new as its children, so older subtrees are skipped unread:
+ * the cost follows the blocks found, not the size of the object set.
+ */
+export async function blocksBornAfter(store: BlockStore, name: string, root: BlockPointer, minTxg: number): Promise<BlockPointer[]> {
+  const found: BlockPointer[] = [];
+  await traverseObjset(store, name, root, {
+    block: ({ bp }) => {
+      if (bp.birth <= minTxg) return false;
+      found.push(bp);
+      return true;
+    },
+  });
+  return found.reverse();
 }

@@ -2,7 +2,7 @@
 // Every engine module speaks these types; the on-disk constants never change once a pool exists
 // (a change means a new format version).
 
-import { assert } from '../lib/index.js';
+import { type Random, assert } from '../lib/index.js';
 
 declare const brand: unique symbol;
 type Brand<T, B extends string> = T & { readonly [brand]: B };
@@ -27,6 +27,14 @@ export function objectId(n: number): ObjectId {
 export function guid(n: bigint): Guid {
   assert(n > 0n && n <= 0xffff_ffff_ffff_ffffn, `guid must be a non-zero u64, got ${n}`);
   return n as Guid;
+}
+
+/** A fresh non-zero guid. */
+export function newGuid(random: Random): Guid {
+  for (;;) {
+    const g = random.u64();
+    if (g !== 0n) return guid(g);
+  }
 }
 
 /** Where every fixed on-disk size lives. */

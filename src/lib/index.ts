@@ -26,3 +26,4 @@ export { FileDisk } from './file-disk.js';
 export type { FileDiskOptions } from './file-disk.js';
 export { SimDisk } from './sim-disk.js';
 export type { CrashMode, CrashReport, DiskFaultRule, DiskFaultEffect, DiskOp, SimDiskOptions } from './sim-disk.js';
+export { Gate } from './gate.js';
