@@ -104,7 +104,7 @@ function newHeader(tx: Tx, o: CreateOptions): ObjectHeader {
 
 export async function createObject(os: ObjectSet, tx: Tx, o: CreateOptions): Promise<ObjectId> {
   const header = newHeader(tx, o);
-  const obj = os.takeObjectNumber(tx.txg);
+  const obj = await os.takeObjectNumber(tx.txg);
   await os.locked(obj, async () => {
     const current = await os.header(obj);
     assert(current.type === ObjectType.none, `object ${obj} taken from the cursor already exists`);
@@ -142,6 +142,7 @@ export async function freeObject(os: ObjectSet, tx: Tx, obj: ObjectId): Promise<
     od.freed.length = 0;
     od.header = FREE_HEADER;
   });
+  os.noteFreed(obj);
 }
 
 export async function objectInfo(os: ObjectSet, obj: ObjectId): Promise<ObjectInfo> {

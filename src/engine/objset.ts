@@ -7,7 +7,7 @@
 // Callers: the DMU operations (dmu.ts) and the pool (MOS) and datasets.
 
 import { assert, mpError } from '../lib/index.js';
-import type { BlockStore } from './block-store.js';
+import { type BlockStore, bpAllocatedBytes } from './block-store.js';
 import {
   DNODE_BLOCK_BYTES,
   DNODE_BYTES,
@@ -15,11 +15,12 @@ import {
   type Dnode,
   FREE_DNODE,
   ObjectType,
+  capacityBlocks,
   decodeDnode,
   encodeDnode,
   levelsFor,
 } from './dnode.js';
-import { DNODE_SHIFT, type ObjsetPhys, type ObjsetType, decodeObjsetPhys, encodeObjsetPhys } from './objset-phys.js';
+import { DNODE_SHIFT, type ObjsetPhys, ObjsetType, decodeObjsetPhys, encodeObjsetPhys } from './objset-phys.js';
 import { ReadAhead } from './read-ahead.js';
 import { lookupBlock, syncTree } from './tree.js';
 import { type BlockPointer, BlockType, HOLE, type ObjectId, type Txg, isHole, objectId } from './types.js';
@@ -90,6 +91,9 @@ export class ObjectSet {
   /** Newest first: at most the open txg and the syncing txg. */
   private layers: TxgLayer[] = [];
   private readonly readAhead: ReadAhead = new ReadAhead(this);
+  /** MOS only: no number below this is free. */
+  private lowestFree = FIRST_OBJECT;
+  private taking = false;
 
   private constructor(store: BlockStore, what: string, phys: ObjsetPhys, root: BlockPointer) {
     this.store = store;
@@ -165,12 +169,35 @@ export class ObjectSet {
     return this.layers[0]?.nextObject ?? this.phys.nextObject;
   }
 
-  /** Takes the next object number in txg `t` (deterministic: a cursor, never a scan). */
-  takeObjectNumber(t: Txg): ObjectId {
-    const layer = this.layer(t);
-    const id = objectId(layer.nextObject);
-    layer.nextObject++;
-    return id;
+  /**
+   * Takes an object number in txg `t`. A dataset hands out a cursor (never a scan: the cluster
+   * needs the same numbers on every node, whatever was freed); the MOS takes its lowest free
+   * number, so its dnode array shrinks back when datasets and snapshots go. Both are
+   * deterministic. The MOS changes only in syncing context, one creation at a time.
+   */
+  async takeObjectNumber(t: Txg): Promise<ObjectId> {
+    if (this.phys.type !== ObjsetType.mos) {
+      const layer = this.layer(t);
+      const id = objectId(layer.nextObject);
+      layer.nextObject++;
+      return id;
+    }
+    assert(!this.taking, 'MOS objects are created one at a time');
+    this.taking = true;
+    try {
+      let n = this.lowestFree;
+      while ((await this.header(objectId(n))).type !== ObjectType.none) n++;
+      this.lowestFree = n + 1;
+      this.bumpObjectNumber(t, objectId(n));
+      return objectId(n);
+    } finally {
+      this.taking = false;
+    }
+  }
+
+  /** Notes that `obj` was freed (the MOS may hand its number out again). */
+  noteFreed(obj: ObjectId): void {
+    this.lowestFree = Math.min(this.lowestFree, obj);
   }
 
   /** Makes sure the cursor is past `obj` (after claiming a given number). */
@@ -356,7 +383,33 @@ export class ObjectSet {
       }
     }
     const { root, usedDelta } = await syncTree(this.store, meta, levels, { blocks, freed }, syncMeta);
-    return { ...meta, blocks: count, levels: root.levels, bp: root.bp, usedBytes: meta.usedBytes + usedDelta };
+    const top = await this.shrinkMeta(t, root);
+    return {
+      ...meta,
+      blocks: Math.min(count, capacityBlocks(top.levels, 0)),
+      levels: top.levels,
+      bp: top.bp,
+      usedBytes: meta.usedBytes + usedDelta - top.releasedBytes,
+    };
+  }
+
+  /**
+   * Drops top levels of the dnode array whose only non-hole child is the first: once the objects
+   * that made the array grow are freed, its tree is as small as it was before they came.
+   */
+  private async shrinkMeta(t: Txg, root: { bp: BlockPointer; levels: number }): Promise<{ bp: BlockPointer; levels: number; releasedBytes: number }> {
+    let { bp, levels } = root;
+    let releasedBytes = 0;
+    while (levels > 1 && !isHole(bp)) {
+      const kids = await this.store.readPointers(bp, { what: this.what, object: 0 });
+      const first = kids[0];
+      if (first === undefined || kids.some((k, i) => i > 0 && !isHole(k))) break;
+      releasedBytes += bpAllocatedBytes(bp);
+      this.store.free(bp, t);
+      bp = first;
+      levels--;
+    }
+    return { bp, levels, releasedBytes };
   }
 
   private async readMetaBlock(blockId: number): Promise<Uint8Array> {

@@ -1,12 +1,13 @@
 // `pool debug`, the zdb of mirrorpool: every label of every leaf (config summary, which uberblock
-// txgs are present and verify), the active uberblock, then the objects of the MOS and of the root
-// dataset with their block pointers (DVAs, birth txgs). Output is bounded by maxObjects per object
+// txgs are present and verify), the active uberblock, then the objects of the MOS, the list of
+// datasets, snapshots and bookmarks, and the objects of every dataset with their block pointers (DVAs, birth txgs). Output is bounded by maxObjects per object
 // set and maxBlocks per object; the walk stops once past the last object shown (--check walks
 // everything, through the pool's invariant check, which crashes on a broken invariant). Labels are read
 // and printed before the import, so a pool that no longer imports can still be inspected.
 // Called by cli-pool.ts.
 
 import {
+  type DatasetEntry,
   type BlockPointer,
   BlockType,
   type ObjectSet,
@@ -157,6 +158,19 @@ async function objsetSection(pool: Pool, os: ObjectSet, title: string, o: DebugO
   return out.join('\n') + '\n\n';
 }
 
+/** Every dataset, snapshot and bookmark with its guid, creation txg and space. */
+function datasetSection(all: readonly DatasetEntry[]): string {
+  const rows = all.map((d) => [
+    d.name,
+    d.type,
+    d.guid.toString(16).padStart(16, '0'),
+    String(d.createTxg),
+    d.usedBytes === undefined ? '-' : formatSize(d.usedBytes),
+    d.referencedBytes === undefined ? '-' : formatSize(d.referencedBytes),
+  ]);
+  return `datasets:\n${table(['NAME', 'TYPE', 'GUID', 'CREATETXG', 'USED', 'REFER'], rows, [false, false, false, true, true, true])}`;
+}
+
 /** Prints the debug report of the cached pool `name` through `write`. */
 export async function debugPool(home: string, name: string, o: DebugOptions, write: (s: string) => void): Promise<void> {
   const entry = await new PoolCache(home).get(name);
@@ -167,7 +181,12 @@ export async function debugPool(home: string, name: string, o: DebugOptions, wri
     await withImportedPool(leaves, entry.guid, async (pool) => {
       write(uberblockSection(pool) + '\n');
       write(await objsetSection(pool, pool.mos, 'object set MOS', o));
-      write(await objsetSection(pool, pool.root, `object set ${pool.name} (root dataset)`, o));
+      const all = await pool.dsl.list({ types: ['filesystem', 'snapshot', 'bookmark'] });
+      write(datasetSection(all) + '\n');
+      for (const d of all.filter((x) => x.type === 'filesystem')) {
+        const title = `object set ${d.name}${d.name === pool.name ? ' (root dataset)' : ''}`;
+        write(await pool.dsl.withView(d.name, 'read', (v) => objsetSection(pool, v.os, title, o)));
+      }
       if (o.check) {
         const { blocks, liveBytes } = await pool.checkInvariants();
         write(`check: ${blocks} blocks verified, ${formatSize(liveBytes)} live, space accounting consistent\n`);
