@@ -1,0 +1,232 @@
+// The DSL's changes in syncing context, each run inside one sync task (dsl.ts checks first, so
+// these only fail on I/O): creating a head, taking a snapshot, destroying a snapshot (the
+// deadlist algorithm), destroying a head, rolling back. Each writes the MOS, frees what it frees,
+// then updates the catalog in one synchronous step.
+//
+// Destroying snapshot S with neighbours P (older, or the origin) and N (newer, or the head):
+// N's deadlist entries born after P were referenced by S alone — they are freed; the rest, and
+// S's own deadlist (blocks P holds that S had already killed), become N's deadlist. The cost
+// follows those two deadlists, never the size of the dataset.
+
+
+import { Gate, assert } from '../lib/index.js';
+import { DatasetKind, type DatasetRecord, encodeDatasetRecord } from './dataset-record.js';
+import { appendDeadlist, clearDeadlist, createDeadlist, deadlistBytes, deadlistChunks, sumBytes } from './deadlist.js';
+import * as dmu from './dmu.js';
+import { ObjectType } from './dnode.js';
+import { createKeyDirectory } from './keyed.js';
+import { ObjectSet, ObjsetType } from './objset.js';
+import { blocksBornAfter } from './traverse.js';
+import { type BlockPointer, type Guid, HOLE, newGuid, objectId, txg } from './types.js';
+import { zapNumber } from './zap.js';
+import { type Catalog, type HeadNode, type SnapNode } from './dsl-catalog.js';
+
+export async function createHeadSync(
+  c: Catalog,
+  tx: dmu.Tx,
+  parent: HeadNode | null,
+  component: string,
+  props: ReadonlyMap<string, string>,
+  origin: SnapNode | null,
+): Promise<HeadNode> {
+  const propsZap = await c.newZap(tx);
+  const zap = await c.openZap(tx, propsZap);
+  for (const [k, v] of props) await zap.set(k, new TextEncoder().encode(v));
+  const record: DatasetRecord = {
+    root: origin?.record.root ?? HOLE,
+    kind: DatasetKind.head,
+    createdTxg: tx.txg,
+    guid: newGuid(c.o.random),
+    creationMs: c.o.clock.wallMs(),
+    parent: parent?.obj ?? objectId(0),
+    prevSnap: origin?.obj ?? objectId(0),
+    prevSnapTxg: origin?.record.createdTxg ?? txg(0),
+    nextSnap: objectId(0),
+    deadlist: await createDeadlist(c.o.mos, tx, c.o.checksumKind),
+    children: await c.newZap(tx),
+    snapshots: await c.newZap(tx),
+    bookmarks: await c.newZap(tx),
+    props: propsZap,
+    holds: objectId(0),
+    origin: origin?.obj ?? objectId(0),
+    clones: 0,
+    referencedBytes: origin?.record.referencedBytes ?? 0,
+    uniqueBytes: 0,
+    snapUsedBytes: 0,
+    appliedTid: origin?.record.appliedTid ?? 0n,
+  };
+  const obj = await dmu.createObject(c.o.mos, tx, {
+    type: ObjectType.dataset,
+    blockBytes: 512,
+    checksumKind: c.o.checksumKind,
+    bonus: encodeDatasetRecord(record),
+  });
+  if (parent !== null) await (await c.openZap(tx, parent.record.children)).set(component, zapNumber(obj));
+  let originRecord: DatasetRecord | null = null;
+  if (origin !== null) {
+    originRecord = { ...origin.record, clones: origin.record.clones + 1 };
+    await c.writeRecord(tx, origin.obj, originRecord);
+  }
+  const node = c.newHead(obj, record, parent, component);
+  for (const [k, v] of props) node.props.set(k, v);
+  node.originTxg = origin?.record.createdTxg ?? txg(0);
+  const name = parent === null ? c.o.poolName : `${c.nameOf(parent)}/${component}`;
+  if (origin === null) {
+    // A new head's object set starts in this txg; pool.ts syncs it after the tasks.
+    node.os = ObjectSet.create(node.store, name, ObjsetType.dataset, c.o.checksumKind);
+    await createKeyDirectory(node.os, tx, c.o.checksumKind);
+  }
+  if (origin !== null && originRecord !== null) origin.record = originRecord;
+  c.heads.set(obj, node);
+  parent?.children.set(component, node);
+  return node;
+}
+
+export async function snapshotSync(c: Catalog, tx: dmu.Tx, node: HeadNode, name: string, g: Guid): Promise<void> {
+  const h = node.record;
+  const snapRecord: DatasetRecord = {
+    ...h,
+    kind: DatasetKind.snapshot,
+    createdTxg: tx.txg,
+    guid: g,
+    creationMs: c.o.clock.wallMs(),
+    parent: node.obj,
+    nextSnap: objectId(0),
+    children: objectId(0),
+    snapshots: objectId(0),
+    bookmarks: objectId(0),
+    props: objectId(0),
+    holds: objectId(0),
+    origin: objectId(0),
+    clones: 0,
+    uniqueBytes: 0,
+    snapUsedBytes: 0,
+  };
+  const sobj = await dmu.createObject(c.o.mos, tx, {
+    type: ObjectType.dataset,
+    blockBytes: 512,
+    checksumKind: c.o.checksumKind,
+    bonus: encodeDatasetRecord(snapRecord),
+  });
+  const prev = c.snaps.get(h.prevSnap);
+  const prevRecord = prev !== undefined && prev.head === node ? { ...prev.record, nextSnap: sobj } : null;
+  if (prev !== undefined && prevRecord !== null) await c.writeRecord(tx, prev.obj, prevRecord);
+  const headRecord: DatasetRecord = {
+    ...h,
+    prevSnap: sobj,
+    prevSnapTxg: tx.txg,
+    deadlist: await createDeadlist(c.o.mos, tx, c.o.checksumKind),
+    uniqueBytes: 0,
+  };
+  await c.writeRecord(tx, node.obj, headRecord);
+  await (await c.openZap(tx, h.snapshots)).set(name, zapNumber(sobj));
+  if (prev !== undefined && prevRecord !== null) prev.record = prevRecord;
+  node.record = headRecord;
+  const snap: SnapNode = { obj: sobj, record: snapRecord, name, head: node, holds: new Map(), gate: new Gate(), os: null };
+  node.snapshots.set(name, snap);
+  c.snaps.set(sobj, snap);
+}
+
+/** Destroys a snapshot whose checks passed: the deadlist algorithm described at the top. */
+export async function destroySnapshotSync(c: Catalog, tx: dmu.Tx, snap: SnapNode): Promise<void> {
+  const mos = c.o.mos;
+  const head = snap.head;
+  const next = snap.record.nextSnap === 0 ? null : c.snaps.get(snap.record.nextSnap);
+  assert(next !== undefined, 'the next snapshot is in the catalog');
+  const nextRecord = { ...(next?.record ?? head.record) };
+  const prevTxg = snap.record.prevSnapTxg;
+  const keep: BlockPointer[] = [];
+  let freed = 0;
+  for await (const chunk of deadlistChunks(mos, nextRecord.deadlist)) {
+    for (const bp of chunk) {
+      if (bp.birth > prevTxg) {
+        freed += sumBytes([bp]);
+        c.o.store.free(bp, tx.txg);
+      } else {
+        keep.push(bp);
+      }
+    }
+  }
+  for await (const chunk of deadlistChunks(mos, snap.record.deadlist)) keep.push(...chunk);
+  await clearDeadlist(mos, tx, nextRecord.deadlist);
+  await appendDeadlist(mos, tx, nextRecord.deadlist, keep);
+  await dmu.freeObject(mos, tx, snap.record.deadlist);
+  if (snap.record.holds !== 0) await dmu.freeObject(mos, tx, snap.record.holds);
+  nextRecord.prevSnap = snap.record.prevSnap;
+  nextRecord.prevSnapTxg = prevTxg;
+  const prev = c.snaps.get(snap.record.prevSnap);
+  const prevInChain = prev !== undefined && prev.head === head;
+  const prevRecord = prevInChain ? { ...prev.record, nextSnap: snap.record.nextSnap } : null;
+  if (prevRecord !== null) await c.writeRecord(tx, prev?.obj ?? objectId(0), prevRecord);
+  const headRecord = next === null ? nextRecord : { ...head.record };
+  headRecord.snapUsedBytes -= freed;
+  if (next === null) {
+    // The head now shares with P what P holds minus what the head killed since P.
+    const shared = prev === undefined ? 0 : prev.record.referencedBytes - (await deadlistBytes(mos, headRecord.deadlist));
+    headRecord.uniqueBytes = headRecord.referencedBytes - shared;
+  } else {
+    await c.writeRecord(tx, next.obj, nextRecord);
+  }
+  await c.writeRecord(tx, head.obj, headRecord);
+  await (await c.openZap(tx, head.record.snapshots)).remove(snap.name);
+  await dmu.freeObject(mos, tx, snap.obj);
+  // The catalog changes in one step, after every write.
+  if (prevRecord !== null && prev !== undefined) prev.record = prevRecord;
+  if (next !== null && next !== undefined) next.record = nextRecord;
+  head.record = headRecord;
+  head.snapshots.delete(snap.name);
+  c.snaps.delete(snap.obj);
+  const os = snap.os;
+  snap.os = null;
+  await os?.quiesce();
+}
+
+/** Destroys a head with no snapshots left: frees what only it references. */
+export async function destroyHeadSync(c: Catalog, tx: dmu.Tx, node: HeadNode): Promise<void> {
+  assert(node.snapshots.size === 0 && node.children.size === 0 && node.parent !== null);
+  assert(node.os === null || !node.os.hasDirty(tx.txg), 'a destroyed head has nothing dirty');
+  const mos = c.o.mos;
+  const r = node.record;
+  for (const bp of await blocksBornAfter(c.o.store, c.nameOf(node), r.root, r.prevSnapTxg)) c.o.store.free(bp, tx.txg);
+  for (const obj of [r.deadlist, r.children, r.snapshots, r.bookmarks, r.props]) await dmu.freeObject(mos, tx, obj);
+  const origin = c.snaps.get(r.origin);
+  const originRecord = origin === undefined ? null : { ...origin.record, clones: origin.record.clones - 1 };
+  if (origin !== undefined && originRecord !== null) await c.writeRecord(tx, origin.obj, originRecord);
+  await (await c.openZap(tx, node.parent.record.children)).remove(node.component);
+  await dmu.freeObject(mos, tx, node.obj);
+  if (origin !== undefined && originRecord !== null) origin.record = originRecord;
+  node.parent.children.delete(node.component);
+  c.heads.delete(node.obj);
+  node.destroyed = true;
+  const os = node.os;
+  node.os = null;
+  await os?.quiesce();
+}
+
+export async function rollbackSync(c: Catalog, tx: dmu.Tx, snap: SnapNode): Promise<void> {
+  const node = snap.head;
+  const r = node.record;
+  assert(r.prevSnap === snap.obj && r.nextSnap === 0, 'rollback to the newest snapshot');
+  assert(node.os === null || !node.os.hasDirty(tx.txg), 'a rolled back head has nothing dirty');
+  for (const bp of await blocksBornAfter(c.o.store, c.nameOf(node), r.root, r.prevSnapTxg)) c.o.store.free(bp, tx.txg);
+  let revived = 0;
+  for await (const chunk of deadlistChunks(c.o.mos, r.deadlist)) {
+    for (const bp of chunk) if (bp.birth > node.originTxg) revived += sumBytes([bp]);
+  }
+  await clearDeadlist(c.o.mos, tx, r.deadlist);
+  const headRecord: DatasetRecord = {
+    ...r,
+    root: snap.record.root,
+    referencedBytes: snap.record.referencedBytes,
+    uniqueBytes: 0,
+    snapUsedBytes: r.snapUsedBytes - revived,
+    appliedTid: snap.record.appliedTid,
+  };
+  await c.writeRecord(tx, node.obj, headRecord);
+  const old = node.os;
+  node.record = headRecord;
+  node.os = null;
+  node.pendingTid.clear();
+  await old?.quiesce();
+  await c.openHead(node);
+}
