@@ -135,19 +135,15 @@ export async function destroySnapshotSync(c: Catalog, tx: dmu.Tx, snap: SnapNode
   assert(next !== undefined, 'the next snapshot is in the catalog');
   const nextRecord = { ...(next?.record ?? head.record) };
   const prevTxg = snap.record.prevSnapTxg;
+  // Every read comes before the first change.
   const keep: BlockPointer[] = [];
-  let freed = 0;
+  const doomed: BlockPointer[] = [];
   for await (const chunk of deadlistChunks(mos, nextRecord.deadlist)) {
-    for (const bp of chunk) {
-      if (bp.birth > prevTxg) {
-        freed += sumBytes([bp]);
-        c.o.store.free(bp, tx.txg);
-      } else {
-        keep.push(bp);
-      }
-    }
+    for (const bp of chunk) (bp.birth > prevTxg ? doomed : keep).push(bp);
   }
   for await (const chunk of deadlistChunks(mos, snap.record.deadlist)) keep.push(...chunk);
+  const freed = sumBytes(doomed);
+  for (const bp of doomed) c.o.store.free(bp, tx.txg);
   await clearDeadlist(mos, tx, nextRecord.deadlist);
   await appendDeadlist(mos, tx, nextRecord.deadlist, keep);
   await dmu.freeObject(mos, tx, snap.record.deadlist);
@@ -208,11 +204,13 @@ export async function rollbackSync(c: Catalog, tx: dmu.Tx, snap: SnapNode): Prom
   const r = node.record;
   assert(r.prevSnap === snap.obj && r.nextSnap === 0, 'rollback to the newest snapshot');
   assert(node.os === null || !node.os.hasDirty(tx.txg), 'a rolled back head has nothing dirty');
-  for (const bp of await blocksBornAfter(c.o.store, c.nameOf(node), r.root, r.prevSnapTxg)) c.o.store.free(bp, tx.txg);
+  // Every read comes before the first change.
+  const doomed = await blocksBornAfter(c.o.store, c.nameOf(node), r.root, r.prevSnapTxg);
   let revived = 0;
   for await (const chunk of deadlistChunks(c.o.mos, r.deadlist)) {
     for (const bp of chunk) if (bp.birth > node.originTxg) revived += sumBytes([bp]);
   }
+  for (const bp of doomed) c.o.store.free(bp, tx.txg);
   await clearDeadlist(c.o.mos, tx, r.deadlist);
   const headRecord: DatasetRecord = {
     ...r,

@@ -2,7 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { hasCode } from '../lib/index.js';
 import * as keyed from './keyed.js';
 import type { Pool } from './pool.js';
-import { createSimPool, importSimPool, pattern, simMachine } from './test-support.js';
+import { ObjectType } from './dnode.js';
+import { TEST_TUNING, createSimPool, importSimPool, pattern, simMachine } from './test-support.js';
+import { lookupBlock } from './tree.js';
+import { objectId } from './types.js';
+import { leafLayout } from './vdev.js';
 
 async function put(pool: Pool, ds: string, key: string, data: Uint8Array): Promise<void> {
   await pool.dsl.withView(ds, 'write', (v) => keyed.putKey(v, () => pool.assign(), key, data));
@@ -264,5 +268,39 @@ describe('for the cluster layer', () => {
       return JSON.stringify(out.map((k) => [k.key, k.object, k.size]));
     };
     expect(await run(10)).toBe(await run(11));
+  });
+});
+
+describe('faults in the middle of a change', () => {
+  it('suspends the pool rather than commit a snapshot destroy that could not read its deadlists', async () => {
+    const m = simMachine(12);
+    let pool = await createSimPool(m);
+    await pool.dsl.create('tank/a', new Map([['recordsize', '4K']]));
+    await put(pool, 'tank/a', 'k', pattern(1, 64 * 1024));
+    await pool.dsl.snapshot('tank/a@s1');
+    await put(pool, 'tank/a', 'k', pattern(2, 64 * 1024));
+    await pool.export();
+    pool = await importSimPool(m);
+    // Damage every copy of every deadlist block: the destroy cannot read what it must free.
+    let damaged = 0;
+    for (let obj = 1; obj < pool.mos.nextObject(); obj++) {
+      const d = await pool.mos.syncedDnode(objectId(obj));
+      if (d.type !== ObjectType.deadlist || d.size === 0) continue;
+      const bp = await lookupBlock(pool.store, d, 0, { what: 'test' });
+      for (const dva of bp.dvas) {
+        const disk = m.disks[dva.vdev];
+        if (disk === undefined) throw new Error('no disk');
+        disk.flipBit(leafLayout(disk.size()).dataStartBytes + dva.offset + 64, 1);
+        damaged++;
+      }
+    }
+    expect(damaged).toBeGreaterThanOrEqual(2);
+    expect(await codeOf(pool.dsl.destroy('tank/a@s1'))).toBe('ECKSUM');
+    expect(pool.status().state).toBe('SUSPENDED');
+    await pool.abandon();
+    const again = await importSimPool(m, { ...TEST_TUNING, checkEveryTxg: false });
+    expect(again.dsl.holds('tank/a@s1').size).toBe(0); // the snapshot is still there
+    expect(Buffer.from(await get(again, 'tank/a@s1', 'k')).equals(Buffer.from(pattern(1, 64 * 1024)))).toBe(true);
+    await again.abandon();
   });
 });

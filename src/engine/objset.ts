@@ -457,7 +457,11 @@ function allFree(block: Uint8Array): boolean {
 }
 
 function dataTypeOf(type: ObjectType): BlockType {
-  return type === ObjectType.zap ? BlockType.zap : type === ObjectType.dnodes ? BlockType.dnodes : BlockType.data;
+  // Only user data is kept once; every other type is metadata and gets its ditto copy.
+  if (type === ObjectType.zap) return BlockType.zap;
+  if (type === ObjectType.dnodes) return BlockType.dnodes;
+  if (type === ObjectType.deadlist) return BlockType.deadlist;
+  return BlockType.data;
 }
 
 /** fitted, always into a fresh buffer the caller owns (cached and dirty blocks are shared). */

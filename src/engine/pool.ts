@@ -10,7 +10,7 @@
 // A crash anywhere before 6 completes leaves txg t-1 intact: nothing it references was
 // overwritten, because blocks freed in t stay allocated until TXG_DEFER txgs after t.
 
-import { type Clock, type Disk, type Random, assert, mpError } from '../lib/index.js';
+import { type Clock, type Disk, MirrorpoolError, type Random, assert, mpError } from '../lib/index.js';
 import { SpaceAllocator } from './allocator.js';
 import { BlockCache } from './block-cache.js';
 import { BlockIo } from './block-io.js';
@@ -60,6 +60,9 @@ const ROOT_DATASET_KEY = 'root_dataset';
 const FLETCHER4 = 1;
 /** Fraction of the pool kept back so a txg sync never runs out of space (1/32, like ZFS's slop). */
 const SLOP_SHIFT = 5;
+
+/** Codes a sync task raises when its checks refuse the change (nothing changed). */
+const TASK_REFUSALS: ReadonlySet<string> = new Set(['EINVAL', 'ENOENT', 'EEXIST', 'EBUSY', 'EROFS', 'ENOSPC', 'ENOTSUP']);
 
 interface SyncTask {
   readonly run: (tx: dmu.Tx) => Promise<void>;
@@ -308,7 +311,11 @@ export class Pool {
     await this.dsl.syncHeads(tx);
     const outcomes: (Error | undefined)[] = [];
     for (const task of tasks) {
-      outcomes.push(await task.run(tx).then(() => undefined, (e: unknown) => (e instanceof Error ? e : new Error(String(e)))));
+      const outcome = await task.run(tx).then(() => undefined, (e: unknown) => (e instanceof Error ? e : new Error(String(e))));
+      // A task refuses in its checks, before it changes anything; any other failure may leave it
+      // half done, so this txg must not reach disk: the sync fails and the pool suspends.
+      if (outcome !== undefined && !(outcome instanceof MirrorpoolError && TASK_REFUSALS.has(outcome.code))) throw outcome;
+      outcomes.push(outcome);
     }
     // Datasets the tasks created start their object sets in this txg.
     await this.dsl.syncHeads(tx);
