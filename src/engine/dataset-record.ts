@@ -46,6 +46,8 @@ const FIELDS = [
   'snapUsedBytes',
   /** The cluster's applied transaction id, set in the same txg as the data it covers. */
   'appliedTid',
+  /** Head: its intent log's MOS object (0 until its first synchronous write). */
+  'intentLog',
 ] as const;
 
 type Field = (typeof FIELDS)[number];
@@ -74,6 +76,7 @@ export interface DatasetRecord {
   uniqueBytes: number;
   snapUsedBytes: number;
   appliedTid: bigint;
+  intentLog: ObjectId;
 }
 
 export function encodeDatasetRecord(r: DatasetRecord): Uint8Array {
@@ -121,5 +124,6 @@ export function decodeDatasetRecord(bonus: Uint8Array, where: Record<string, unk
     uniqueBytes: num('uniqueBytes'),
     snapUsedBytes: num('snapUsedBytes'),
     appliedTid: big('appliedTid'),
+    intentLog: objectId(num('intentLog')),
   };
 }

@@ -16,6 +16,9 @@ import { HeadStore } from './dsl-store.js';
 import { ObjectSet } from './objset.js';
 import { type Guid, type ObjectId, type Txg, guid, objectId, txg } from './types.js';
 import { Zap } from './zap.js';
+import type { DurableLog, LogHost } from './durable-log.js';
+import type { LogRecord } from './log-format.js';
+import type { Zil } from './zil.js';
 
 export interface DslHost {
   /** Runs `run` in syncing context of the next txg; resolves once it is durable. */
@@ -24,6 +27,11 @@ export interface DslHost {
   sync(): Promise<Txg>;
   /** Bytes new data may still take. */
   availableBytes(): number;
+  /** Opens a durable log kept in a MOS object, with its live records (pool.ts). */
+  openLog(obj: ObjectId): Promise<{ log: DurableLog; records: LogRecord[] }>;
+  /** Stops recording a destroyed log's state. */
+  closeLog(log: DurableLog): void;
+  readonly logHost: LogHost;
 }
 
 export interface DslOptions {
@@ -58,6 +66,8 @@ export interface HeadNode {
   readonly pendingTid: Map<Txg, bigint>;
   originTxg: Txg;
   destroyed: boolean;
+  /** The intent log, once opened (first synchronous write, or replay at import). */
+  zil: Promise<Zil> | null;
 }
 
 export interface SnapNode {
@@ -148,6 +158,7 @@ export class Catalog {
       pendingTid: new Map(),
       originTxg: txg(0),
       destroyed: false,
+      zil: null,
     };
     (node as { store: HeadStore }).store = new HeadStore(this.o.store, node);
     return node;

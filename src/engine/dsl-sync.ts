@@ -54,6 +54,7 @@ export async function createHeadSync(
     uniqueBytes: 0,
     snapUsedBytes: 0,
     appliedTid: origin?.record.appliedTid ?? 0n,
+    intentLog: objectId(0),
   };
   const obj = await dmu.createObject(c.o.mos, tx, {
     type: ObjectType.dataset,
@@ -101,6 +102,7 @@ export async function snapshotSync(c: Catalog, tx: dmu.Tx, node: HeadNode, name:
     clones: 0,
     uniqueBytes: 0,
     snapUsedBytes: 0,
+    intentLog: objectId(0),
   };
   const sobj = await dmu.createObject(c.o.mos, tx, {
     type: ObjectType.dataset,
@@ -185,6 +187,13 @@ export async function destroyHeadSync(c: Catalog, tx: dmu.Tx, node: HeadNode): P
   const r = node.record;
   for (const bp of await blocksBornAfter(c.o.store, c.nameOf(node), r.root, r.prevSnapTxg)) c.o.store.free(bp, tx.txg);
   for (const obj of [r.deadlist, r.children, r.snapshots, r.bookmarks, r.props]) await dmu.freeObject(mos, tx, obj);
+  if (r.intentLog !== 0) {
+    const zil = node.zil === null ? null : await node.zil;
+    const log = zil?.log ?? (await c.o.host.openLog(r.intentLog)).log;
+    await log.quiesce();
+    await log.destroy(tx);
+    c.o.host.closeLog(log);
+  }
   const origin = c.snaps.get(r.origin);
   const originRecord = origin === undefined ? null : { ...origin.record, clones: origin.record.clones - 1 };
   if (origin !== undefined && originRecord !== null) await c.writeRecord(tx, origin.obj, originRecord);

@@ -27,6 +27,10 @@ import * as dmu from './dmu.js';
 import { formatName, parseName } from './dsl-names.js';
 import { canonicalProperty, checksumOfProperty, parseRecordSize } from './dsl-props.js';
 import { ObjectSet } from './objset.js';
+import { DurableLog } from './durable-log.js';
+import { replayRecords } from './keyed.js';
+import type { TxHandle } from './txg.js';
+import { Zil, decodeZilRecord } from './zil.js';
 import { type BlockPointer, type ObjectId, type Txg, newGuid, objectId } from './types.js';
 import { zapNumber } from './zap.js';
 import { type Bookmark, Catalog, type DslOptions, type HeadNode, type SnapNode, canonicalProps, checkGuid, checkTag, encodeBookmark } from './dsl-catalog.js';
@@ -50,6 +54,8 @@ export interface DatasetView {
   setAppliedTid(tx: dmu.Tx, tid: bigint): void;
   /** The applied transaction id as of the newest change. */
   appliedTid(): bigint;
+  /** The dataset's intent log (created on first use; heads only). */
+  intentLog(): Promise<Zil>;
 }
 
 export class Dsl {
@@ -178,7 +184,70 @@ export class Dsl {
         node.pendingTid.set(tx.txg, tid);
       },
       appliedTid: tid,
+      intentLog: () => {
+        if (!writable) throw mpError('EROFS', `${name} is read-only`, { name });
+        return this.intentLog(node);
+      },
     };
+  }
+
+  /** The head's intent log, created (one txg) and opened on first use. */
+  private intentLog(node: HeadNode): Promise<Zil> {
+    node.zil ??= (async () => {
+      if (node.record.intentLog === 0) {
+        await this.c.o.host.syncTask(async (tx) => {
+          if (node.record.intentLog !== 0) return;
+          const obj = await DurableLog.create(this.c.o.host.logHost, tx);
+          const record = { ...node.record, intentLog: obj };
+          await this.c.writeRecord(tx, node.obj, record);
+          node.record = record;
+        });
+      }
+      return new Zil((await this.c.o.host.openLog(node.record.intentLog)).log);
+    })();
+    node.zil.catch(() => {
+      node.zil = null; // a later write tries again
+    });
+    return node.zil;
+  }
+
+  /** Txg `t` is durable: intent log records it covers are dead. */
+  txgSynced(t: Txg): void {
+    for (const node of this.c.heads.values()) {
+      void node.zil?.then((zil) => zil.txgSynced(t), () => undefined);
+    }
+  }
+
+  /**
+   * Import: replays every dataset's intent log records of txgs after `syncedTxg` (those that did
+   * not reach disk) in one new txg, sorted by (txg, seq), and truncates the logs. Replaying the
+   * same records on the same state again gives the same state.
+   */
+  async replayIntentLogs(assign: () => Promise<TxHandle>, syncedTxg: Txg): Promise<number> {
+    let replayed = 0;
+    for (const node of [...this.c.heads.values()]) {
+      if (node.record.intentLog === 0) continue;
+      const { log, records } = await this.c.o.host.openLog(node.record.intentLog);
+      node.zil = Promise.resolve(new Zil(log));
+      const name = this.c.nameOf(node);
+      const todo = records
+        .map((r) => ({ seq: r.seq, z: decodeZilRecord(r.data, { dataset: name, seq: r.seq }) }))
+        .filter((r) => r.z.txg > syncedTxg)
+        .sort((a, b) => a.z.txg - b.z.txg || a.seq - b.seq);
+      if (todo.length > 0) {
+        const os = await this.c.openHead(node);
+        const view = this.viewOf(node, os, name, true, () => node.record.appliedTid);
+        const tx = await assign();
+        try {
+          await replayRecords(view, tx, todo.map((r) => r.z));
+        } finally {
+          tx.commit();
+        }
+        replayed += todo.length;
+      }
+      log.truncate(log.endSeq);
+    }
+    return replayed;
   }
 
   async create(text: string, props: ReadonlyMap<string, string> = new Map()): Promise<void> {

@@ -21,6 +21,8 @@ import { ObjectType } from './dnode.js';
 import { type PoolConfig, type Uberblock, readPool, vdevConfigOf, writeLabels, writeUberblock } from './label.js';
 import { MetaslabGroup } from './metaslab.js';
 import { Dsl } from './dsl.js';
+import { DurableLog, LOG_EXTENT_BYTES_DEFAULT, type LogHost, logExtentRanges } from './durable-log.js';
+import type { LogRecord } from './log-format.js';
 import { ObjectSet, ObjsetType } from './objset.js';
 import { PoolBlockStore } from './pool-block-store.js';
 import { traverseObjset } from './traverse.js';
@@ -40,6 +42,8 @@ export interface PoolTuning {
   cacheBytes?: number;
   /** Default checksum for new objects (lib ChecksumKind id; default fletcher-4). */
   checksumKind?: number;
+  /** Bytes of each intent log extent (default 1 MiB). */
+  logExtentBytes?: number;
   /** Run checkInvariants() after every txg (tests). */
   checkEveryTxg?: boolean;
 }
@@ -104,6 +108,10 @@ export class Pool {
   private readonly env: PoolEnv;
   private readonly checksumKind: number;
   private tasks: SyncTask[] = [];
+  /** Open durable logs: each records its state every txg. */
+  private readonly logs = new Set<DurableLog>();
+  /** What durable logs need of the pool. */
+  readonly logHost: LogHost;
   private ub: Uberblock;
   private closed = false;
 
@@ -131,6 +139,18 @@ export class Pool {
       dirtySyncBytes: t.dirtySyncBytes ?? Math.floor(dirtyMaxBytes / 4),
       timeoutMs: t.txgTimeoutMs ?? 5000,
     });
+    this.logHost = {
+      mos: this.mos,
+      vdevs: this.vdevs,
+      random: p.env.random,
+      syncTask: (run) => this.syncTask(run),
+      allocate: (bytes, t) => {
+        const [dva] = this.allocator.allocate(bytes, 1, t);
+        assert(dva !== undefined);
+        return dva;
+      },
+      free: (dva, t, birth) => this.allocator.free(dva, t, birth),
+    };
     this.dsl = new Dsl({
       poolName: this.name,
       mos: this.mos,
@@ -142,6 +162,9 @@ export class Pool {
         syncTask: (run) => this.syncTask(run),
         sync: () => this.sync(),
         availableBytes: () => this.availableBytes(),
+        openLog: (obj) => this.openLog(obj),
+        closeLog: (log) => this.closeLog(log),
+        logHost: this.logHost,
       },
     });
   }
@@ -224,6 +247,13 @@ export class Pool {
     });
     await pool.dsl.load(objectId(rootRecord));
     pool.txgs.start();
+    try {
+      // Synchronous writes acknowledged after the last durable txg come back now.
+      if ((await pool.dsl.replayIntentLogs(() => pool.assign({ netFree: true }), ub.txg)) > 0 || pool.logs.size > 0) await pool.sync();
+    } catch (e) {
+      await pool.abandon();
+      throw e;
+    }
     return pool;
   }
 
@@ -240,6 +270,45 @@ export class Pool {
       }
     }
     return this.txgs.assign();
+  }
+
+  /**
+   * Opens the durable log in MOS object `obj` (see durable-log.ts); returns it with its live
+   * records. The pool records its state every txg until it is closed.
+   */
+  async openLog(obj: ObjectId, options: { extentBytes?: number } = {}): Promise<{ log: DurableLog; records: LogRecord[] }> {
+    this.checkOpen();
+    // An extent is one contiguous allocation: at most a quarter of the smallest metaslab.
+    const metaslabBytes = Math.min(...this.config.vdevs.map((v) => 2 ** v.metaslabShift));
+    const extentBytes = options.extentBytes ?? this.env.tuning?.logExtentBytes ?? Math.min(LOG_EXTENT_BYTES_DEFAULT, metaslabBytes / 4);
+    const opened = await DurableLog.open(this.logHost, obj, { extentBytes });
+    this.logs.add(opened.log);
+    return opened;
+  }
+
+  /** Stops recording a log's state (it was destroyed in syncing context). */
+  closeLog(log: DurableLog): void {
+    this.logs.delete(log);
+  }
+
+  /**
+   * A pool-wide durable log named `name` (the cluster's replication log), created on first use;
+   * its object is listed in the pool directory.
+   */
+  async namedLog(name: string): Promise<{ log: DurableLog; records: LogRecord[] }> {
+    const key = `log:${name}`;
+    const dir = await Zap.open(await dmu.objectAccess(this.mos, null, MOS_DIRECTORY));
+    let obj = await dir.getNumber(key);
+    if (obj === undefined) {
+      await this.syncTask(async (tx) => {
+        const d = await Zap.open(await dmu.objectAccess(this.mos, tx, MOS_DIRECTORY));
+        if ((await d.getNumber(key)) !== undefined) return;
+        await d.setNumber(key, await DurableLog.create(this.logHost, tx));
+      });
+      obj = await (await Zap.open(await dmu.objectAccess(this.mos, null, MOS_DIRECTORY))).getNumber(key);
+    }
+    assert(obj !== undefined);
+    return this.openLog(objectId(obj));
   }
 
   /** Bytes new data may still take: free space less the slop and what dirty data will take. */
@@ -288,7 +357,7 @@ export class Pool {
       await this.txgs.close();
     } finally {
       this.closed = true;
-      await Promise.all([this.dsl.quiesce(), this.mos.quiesce()]);
+      await Promise.all([this.dsl.quiesce(), this.mos.quiesce(), ...[...this.logs].map((l) => l.quiesce())]);
       await Promise.all(this.vdevs.flatMap((v) => v.children.map((c) => c.disk.close())));
     }
   }
@@ -297,7 +366,7 @@ export class Pool {
   async abandon(): Promise<void> {
     this.closed = true;
     await this.txgs.abandon();
-    await Promise.all([this.dsl.quiesce(), this.mos.quiesce()]);
+    await Promise.all([this.dsl.quiesce(), this.mos.quiesce(), ...[...this.logs].map((l) => l.quiesce())]);
   }
 
   private checkOpen(): void {
@@ -319,6 +388,7 @@ export class Pool {
     }
     // Datasets the tasks created start their object sets in this txg.
     await this.dsl.syncHeads(tx);
+    for (const log of this.logs) await log.syncState(tx);
     if (this.mos.hasDirty(t)) {
       const mosRoot = await this.mos.syncTxg(t);
       await this.allocator.sync(t);
@@ -327,6 +397,7 @@ export class Pool {
       await writeUberblock(this.vdevs, ub);
       this.ub = ub;
     }
+    this.dsl.txgSynced(t);
     this.allocator.syncDone(t);
     if (this.env.tuning?.checkEveryTxg === true) await this.checkInvariants();
     tasks.forEach((task, i) => task.done(outcomes[i]));
@@ -343,6 +414,7 @@ export class Pool {
     this.allocator.checkInvariants();
     const ranges: [number, number, number][] = [];
     const seen = new Set<string>();
+    const logObjects: ObjectId[] = [];
     const keyOf = (bp: BlockPointer): string => bp.dvas.map((d) => `${d.vdev}:${d.offset}`).join(',');
     let liveBytes = 0;
     let blocks = 0;
@@ -358,12 +430,20 @@ export class Pool {
         }
         return true;
       },
-      childObjsets: (_name, obj, d) => {
+      childObjsets: (name, obj, d) => {
+        if (name === 'MOS' && d.type === ObjectType.intentLog) logObjects.push(objectId(obj));
         if (d.type !== ObjectType.dataset || d.bonus.length < DATASET_RECORD_BYTES) return [];
         const r = decodeDatasetRecord(d.bonus, { object: obj });
         return [{ name: `dataset@${obj}`, root: r.root }];
       },
     });
+    // Intent log extents are raw space listed in their MOS objects, not block pointers.
+    for (const obj of logObjects) {
+      for (const dva of await logExtentRanges(this.mos, obj)) {
+        ranges.push([dva.vdev, dva.offset, dva.asize]);
+        liveBytes += dva.asize;
+      }
+    }
     ranges.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
     for (let i = 1; i < ranges.length; i++) {
       const [pv, po, ps] = ranges[i - 1] ?? [0, 0, 0];

@@ -1,0 +1,358 @@
+// A durable log: records appended in order, each with a sequence number; `waitDurable(seq)`
+// resolves once every record up to seq is on stable storage. Many writers share one write and
+// one fsync (group commit): records appended while a flush is in flight go out together in the
+// next. The intent log of every dataset is one (zil.ts); the cluster's replication log is another.
+//
+// Where the bytes go: extents of raw pool space (1 MiB by default), allocated in syncing context
+// and listed in the log's MOS object before the writer may use them, so a crash never loses an
+// acknowledged record and import never needs to claim space. Inside extents, log blocks follow
+// each other (log-format.ts); the end of the log is the first block that does not verify, so no
+// end pointer is ever written. The writer keeps SPARE_EXTENTS allocated ahead.
+//
+// Truncating a prefix is in memory at once and on disk at the next txg: syncState() (called by
+// the pool every txg) frees extents holding only dead records and records the new start.
+// MOS object (type intentLog): bonus = guid u64 | last generation u64 | base seq u64 (first
+// record of the first extent) | first live seq u64; data = the extent table.
+
+import { type Random, assert, mpError, readU64, readU64Number, writeU64, writeU64Number } from '../lib/index.js';
+import * as dmu from './dmu.js';
+import { ObjectType } from './dnode.js';
+import { type LogExtent, type LogRecord, LOG_BLOCK_HEADER_BYTES, blockBytesFor, decodeExtents, decodeLogBlock, encodeExtents, encodeLogBlock } from './log-format.js';
+import type { ObjectSet } from './objset.js';
+import { type Dva, type ObjectId, type Txg, txg } from './types.js';
+
+export const LOG_EXTENT_BYTES_DEFAULT = 1024 * 1024;
+/** Extents kept allocated ahead of the writer. */
+const SPARE_EXTENTS = 2;
+/** Largest record: a log block must always fit in an extent. */
+export const LOG_RECORD_BYTES_MAX = 128 * 1024;
+const BONUS_BYTES = 32;
+const ENTRY_TXG_AT = 32;
+
+export interface LogVdev {
+  write(offset: number, data: Uint8Array): Promise<void>;
+  read(offset: number, length: number): Promise<Uint8Array>;
+  sync(): Promise<void>;
+}
+
+/** What a log needs from its pool. */
+export interface LogHost {
+  readonly mos: ObjectSet;
+  readonly vdevs: readonly LogVdev[];
+  readonly random: Random;
+  /** Runs `run` in syncing context; resolves once its txg is durable. */
+  syncTask(run: (tx: dmu.Tx) => Promise<void>): Promise<void>;
+  /** Allocates `bytes` of raw space in txg `t` (syncing context). ENOSPC. */
+  allocate(bytes: number, t: Txg): Dva;
+  /** Frees raw space allocated in txg `birth` (syncing context). */
+  free(dva: Dva, t: Txg, birth: Txg): void;
+}
+
+interface Extent extends LogExtent {
+  readonly txg: Txg;
+  /** Seq of its first record, once known (written or found by the scan). */
+  firstSeq?: number;
+}
+
+interface Pending {
+  readonly record: LogRecord;
+}
+
+export class DurableLog {
+  readonly obj: ObjectId;
+  private readonly host: LogHost;
+  private readonly guid: bigint;
+  private readonly extentBytes: number;
+  private lastGen: bigint;
+  private extents: Extent[];
+  private baseSeq: number;
+  private firstSeq: number;
+  /** Writer position: extent index and byte offset in it. */
+  private cur = 0;
+  private pos = 0;
+  private nextSeq: number;
+  private durableSeq: number;
+  private queue: Pending[] = [];
+  private flushing: Promise<void> | null = null;
+  private growing: Promise<void> | null = null;
+  private waiters: { seq: number; resolve: () => void; reject: (e: Error) => void }[] = [];
+  private failure: Error | null = null;
+  private dirtyState = false;
+  readonly stats = { flushes: 0, records: 0, bytes: 0 };
+
+  private constructor(host: LogHost, obj: ObjectId, guid: bigint, lastGen: bigint, extents: Extent[], baseSeq: number, firstSeq: number, extentBytes: number) {
+    this.host = host;
+    this.obj = obj;
+    this.guid = guid;
+    this.lastGen = lastGen;
+    this.extents = extents;
+    this.baseSeq = baseSeq;
+    this.firstSeq = firstSeq;
+    this.extentBytes = extentBytes;
+    this.nextSeq = baseSeq;
+    this.durableSeq = baseSeq - 1;
+  }
+
+  /** Creates an empty log object (syncing context); it gets extents when first written. */
+  static async create(host: LogHost, tx: dmu.Tx): Promise<ObjectId> {
+    const bonus = new Uint8Array(BONUS_BYTES);
+    let g = 0n;
+    while (g === 0n) g = host.random.u64();
+    writeU64(bonus, 0, g);
+    writeU64Number(bonus, 16, 1);
+    writeU64Number(bonus, 24, 1);
+    return dmu.createObject(host.mos, tx, { type: ObjectType.intentLog, blockBytes: 16 * 1024, checksumKind: 1, bonus });
+  }
+
+  /**
+   * Opens the log in `obj` and finds its end by reading its blocks; returns it with the live
+   * records (seq >= first live seq) in order.
+   */
+  static async open(host: LogHost, obj: ObjectId, options: { extentBytes?: number } = {}): Promise<{ log: DurableLog; records: LogRecord[] }> {
+    const where = { object: obj };
+    const bonus = await dmu.bonus(host.mos, obj);
+    if (bonus.length < BONUS_BYTES) throw mpError('EPROTO', 'log object bonus is too short', where);
+    const info = await dmu.objectInfo(host.mos, obj);
+    const table = await dmu.read(host.mos, obj, 0, info.size);
+    const txgs: Txg[] = [];
+    for (let at = 0; at < table.length; at += 40) txgs.push(txg(readU64Number(table, at + ENTRY_TXG_AT)));
+    const extents: Extent[] = decodeExtents(table, where).map((e, i) => ({ ...e, txg: txgs[i] ?? txg(0) }));
+    for (const e of extents) {
+      if (host.vdevs[e.vdev] === undefined) throw mpError('EPROTO', `log extent on missing vdev ${e.vdev}`, where);
+    }
+    const log = new DurableLog(host, obj, readU64(bonus, 0), readU64(bonus, 8), extents, readU64Number(bonus, 16), readU64Number(bonus, 24), options.extentBytes ?? LOG_EXTENT_BYTES_DEFAULT);
+    const records = await log.scan();
+    return { log, records: records.filter((r) => r.seq >= log.firstSeq) };
+  }
+
+  /** Reads the blocks from the first extent on; sets the writer just past the last valid one. */
+  private async scan(): Promise<LogRecord[]> {
+    const out: LogRecord[] = [];
+    let seq = this.baseSeq;
+    for (let i = 0; i < this.extents.length; i++) {
+      const e = this.extents[i];
+      assert(e !== undefined);
+      const bytes = await this.vdev(e).read(e.offset, e.bytes);
+      let at = 0;
+      for (;;) {
+        const block = decodeLogBlock(bytes, at, { guid: this.guid, gen: e.gen, seq });
+        if (block === null) break;
+        if (at === 0) e.firstSeq = seq;
+        out.push(...block.records);
+        seq += block.records.length;
+        at += block.bytes;
+      }
+      if (at === 0 && i > 0) break; // the writer never reached this extent
+      this.cur = i;
+      this.pos = at;
+    }
+    this.nextSeq = seq;
+    this.durableSeq = seq - 1;
+    return out;
+  }
+
+  private vdev(e: LogExtent): LogVdev {
+    const v = this.host.vdevs[e.vdev];
+    assert(v !== undefined, 'log extent vdev exists');
+    return v;
+  }
+
+  /** Appends a record (in order, synchronously); returns its seq. Durable after waitDurable(seq). */
+  append(data: Uint8Array): number {
+    if (this.failure !== null) throw this.failure;
+    if (data.length > this.recordBytesMax) {
+      throw mpError('EINVAL', `a log record holds at most ${this.recordBytesMax} bytes, got ${data.length}`, { bytes: data.length });
+    }
+    const seq = this.nextSeq++;
+    this.queue.push({ record: { seq, data: data.slice() } });
+    return seq;
+  }
+
+  /** Resolves once every record up to `seq` is durable; fails if the log could not be written. */
+  waitDurable(seq: number): Promise<void> {
+    if (seq <= this.durableSeq) return Promise.resolve();
+    if (this.failure !== null) return Promise.reject(this.failure);
+    const p = new Promise<void>((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
+    this.kick();
+    return p;
+  }
+
+  /** Largest record this log takes: a block of one record always fits half an extent. */
+  get recordBytesMax(): number {
+    return Math.min(LOG_RECORD_BYTES_MAX, this.extentBytes / 2 - LOG_BLOCK_HEADER_BYTES - 4 - 512);
+  }
+
+  /** The next seq append will hand out. */
+  get endSeq(): number {
+    return this.nextSeq;
+  }
+
+  /** Records before `seq` are no longer needed; their space returns at a later txg. */
+  truncate(seq: number): void {
+    const upTo = Math.min(seq, this.durableSeq + 1);
+    if (upTo > this.firstSeq) {
+      this.firstSeq = upTo;
+      this.dirtyState = true;
+    }
+  }
+
+  get liveFrom(): number {
+    return this.firstSeq;
+  }
+
+  private kick(): void {
+    if (this.flushing !== null) return;
+    this.flushing = this.flushLoop().finally(() => {
+      this.flushing = null;
+      if (this.queue.length > 0 && this.waiters.length > 0 && this.failure === null) this.kick();
+    });
+  }
+
+  private async flushLoop(): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.takeBatch();
+        await this.ensureRoom(blockBytesFor(batch.map((r) => r.data.length)));
+        const e = this.extents[this.cur];
+        assert(e !== undefined);
+        const out = encodeLogBlock(this.guid, e.gen, batch);
+        if (this.pos === 0) e.firstSeq = batch[0]?.seq ?? this.nextSeq;
+        await this.vdev(e).write(e.offset + this.pos, out);
+        await this.vdev(e).sync();
+        this.pos += out.length;
+        this.durableSeq = batch.at(-1)?.seq ?? this.durableSeq;
+        this.stats.flushes++;
+        this.stats.records += batch.length;
+        this.stats.bytes += out.length;
+        this.wake();
+      }
+    } catch (e) {
+      this.failure = e instanceof Error ? e : new Error(String(e));
+      for (const w of this.waiters) w.reject(this.failure);
+      this.waiters = [];
+    }
+  }
+
+  /** The queued records that fit one block in one extent, in order. */
+  private takeBatch(): LogRecord[] {
+    const batch: LogRecord[] = [];
+    const lengths: number[] = [];
+    while (this.queue.length > 0) {
+      const next = this.queue[0];
+      assert(next !== undefined);
+      if (batch.length > 0 && blockBytesFor([...lengths, next.record.data.length]) > this.extentBytes / 2) break;
+      this.queue.shift();
+      batch.push(next.record);
+      lengths.push(next.record.data.length);
+    }
+    return batch;
+  }
+
+  private fits(bytes: number): boolean {
+    const e = this.extents[this.cur];
+    return e !== undefined && this.pos + bytes <= e.bytes;
+  }
+
+  /** Moves the writer to an extent with room for `bytes`, allocating more when needed. */
+  private async ensureRoom(bytes: number): Promise<void> {
+    if (!this.fits(bytes)) {
+      const target = this.extents[this.cur] !== undefined && this.pos > 0 ? this.cur + 1 : this.cur;
+      while (this.extents.length <= target) await this.grow();
+      if (target !== this.cur) {
+        this.cur = target;
+        this.pos = 0;
+      }
+      assert(this.fits(bytes), 'a log block fits an empty extent');
+    }
+    if (this.extents.length - 1 - this.cur < SPARE_EXTENTS) void this.growInBackground();
+  }
+
+  private growInBackground(): Promise<void> {
+    return this.grow().catch((e: unknown) => {
+      // The writer retries when it needs the space; a failure reaches it then.
+      if (!(e instanceof Error)) throw e;
+    });
+  }
+
+  /** Allocates SPARE_EXTENTS more extents in the next txg and waits for it to be durable. */
+  private grow(): Promise<void> {
+    this.growing ??= this.host
+      .syncTask(async (tx) => {
+        for (let i = 0; i < SPARE_EXTENTS; i++) {
+          const dva = this.host.allocate(this.extentBytes, tx.txg);
+          this.lastGen++;
+          this.extents.push({ vdev: dva.vdev, offset: dva.offset, bytes: this.extentBytes, gen: this.lastGen, txg: tx.txg });
+        }
+        await this.writeState(tx);
+      })
+      .finally(() => {
+        this.growing = null;
+      });
+    return this.growing;
+  }
+
+  private wake(): void {
+    const ready = this.waiters.filter((w) => w.seq <= this.durableSeq);
+    this.waiters = this.waiters.filter((w) => w.seq > this.durableSeq);
+    for (const w of ready) w.resolve();
+  }
+
+  /**
+   * Syncing context, every txg: frees the extents before the writer's that hold only records
+   * before the first live one, and records the new start.
+   */
+  async syncState(tx: dmu.Tx): Promise<void> {
+    let drop = 0;
+    for (let i = 0; i < this.cur; i++) {
+      const next = this.extents[i + 1]?.firstSeq;
+      if (next === undefined || next > this.firstSeq) break;
+      drop = i + 1;
+    }
+    if (drop === 0 && !this.dirtyState) return;
+    for (const e of this.extents.slice(0, drop)) this.host.free({ vdev: e.vdev, offset: e.offset, asize: e.bytes }, tx.txg, e.txg);
+    this.extents = this.extents.slice(drop);
+    this.cur -= drop;
+    this.baseSeq = this.extents[0]?.firstSeq ?? this.baseSeq;
+    await this.writeState(tx);
+    this.dirtyState = false;
+  }
+
+  private async writeState(tx: dmu.Tx): Promise<void> {
+    const table = encodeExtents(this.extents);
+    this.extents.forEach((e, i) => writeU64Number(table, i * 40 + ENTRY_TXG_AT, e.txg));
+    await dmu.truncate(this.host.mos, tx, this.obj, 0);
+    if (table.length > 0) await dmu.write(this.host.mos, tx, this.obj, 0, table);
+    const bonus = new Uint8Array(BONUS_BYTES);
+    writeU64(bonus, 0, this.guid);
+    writeU64(bonus, 8, this.lastGen);
+    writeU64Number(bonus, 16, this.baseSeq);
+    writeU64Number(bonus, 24, this.firstSeq);
+    await dmu.setBonus(this.host.mos, tx, this.obj, bonus);
+  }
+
+  /** Syncing context: frees every extent and the object. The log must be idle. */
+  async destroy(tx: dmu.Tx): Promise<void> {
+    assert(this.flushing === null && this.queue.length === 0, 'a destroyed log is idle');
+    for (const e of this.extents) this.host.free({ vdev: e.vdev, offset: e.offset, asize: e.bytes }, tx.txg, e.txg);
+    this.extents = [];
+    await dmu.freeObject(this.host.mos, tx, this.obj);
+  }
+
+  /** Waits for a flush or growth in flight (before the pool closes its disks). */
+  async quiesce(): Promise<void> {
+    await Promise.allSettled([this.flushing, this.growing]);
+  }
+
+  /** Raw space the log holds: the pool's invariant check counts it as live. */
+  extentRanges(): Dva[] {
+    return this.extents.map((e) => ({ vdev: e.vdev, offset: e.offset, asize: e.bytes }));
+  }
+}
+
+/** The raw space held by the log in `obj`, read from its table (for the pool's invariant check). */
+export async function logExtentRanges(mos: ObjectSet, obj: ObjectId): Promise<Dva[]> {
+  const info = await dmu.objectInfo(mos, obj);
+  const table = await dmu.read(mos, obj, 0, info.size);
+  return decodeExtents(table, { object: obj }).map((e) => ({ vdev: e.vdev, offset: e.offset, asize: e.bytes }));
+}
+
