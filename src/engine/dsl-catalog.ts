@@ -68,6 +68,8 @@ export interface HeadNode {
   destroyed: boolean;
   /** The intent log, once opened (first synchronous write, or replay at import). */
   zil: Promise<Zil> | null;
+  /** The newest txg holding a change that was not logged. */
+  unloggedTxg: number;
 }
 
 export interface SnapNode {
@@ -159,6 +161,7 @@ export class Catalog {
       originTxg: txg(0),
       destroyed: false,
       zil: null,
+      unloggedTxg: 0,
     };
     (node as { store: HeadStore }).store = new HeadStore(this.o.store, node);
     return node;

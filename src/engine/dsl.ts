@@ -56,10 +56,19 @@ export interface DatasetView {
   appliedTid(): bigint;
   /** The dataset's intent log (created on first use; heads only). */
   intentLog(): Promise<Zil>;
+  /** A change made in `tx` went unlogged. */
+  noteUnlogged(tx: dmu.Tx): void;
+  /**
+   * Makes every unlogged change so far durable (a txg sync when there is one): a logged change
+   * that follows must never be replayed onto a state that lacks them.
+   */
+  settleUnlogged(): Promise<void>;
 }
 
 export class Dsl {
   private readonly c: Catalog;
+  /** The newest durable txg. */
+  private syncedTxg = 0;
 
   constructor(options: DslOptions) {
     this.c = new Catalog(options);
@@ -188,6 +197,12 @@ export class Dsl {
         if (!writable) throw mpError('EROFS', `${name} is read-only`, { name });
         return this.intentLog(node);
       },
+      noteUnlogged: (tx) => {
+        node.unloggedTxg = Math.max(node.unloggedTxg, tx.txg);
+      },
+      settleUnlogged: async () => {
+        if (node.unloggedTxg > this.syncedTxg) await this.c.o.host.sync();
+      },
     };
   }
 
@@ -213,6 +228,7 @@ export class Dsl {
 
   /** Txg `t` is durable: intent log records it covers are dead. */
   txgSynced(t: Txg): void {
+    this.syncedTxg = t;
     for (const node of this.c.heads.values()) {
       void node.zil?.then((zil) => zil.txgSynced(t), () => undefined);
     }

@@ -100,7 +100,10 @@ export interface WriteOptions {
 
 /** The intent log a change goes through, or null when it is not logged. */
 async function journalOf(view: DatasetView, options: WriteOptions): Promise<Zil | null> {
-  if (view.sync === 'always' || (view.sync === 'standard' && options.sync === true)) return view.intentLog();
+  if (view.sync === 'always' || (view.sync === 'standard' && options.sync === true)) {
+    await view.settleUnlogged();
+    return view.intentLog();
+  }
   return null;
 }
 
@@ -108,9 +111,13 @@ async function journalOf(view: DatasetView, options: WriteOptions): Promise<Zil 
  * Runs `change` in a transaction of its own; with an intent log, the change and its record are
  * made in one turn of the log order. Returns the record's seq (-1 when not logged).
  */
-async function step<T>(assign: Assign, zil: Zil | null, change: (tx: TxHandle) => Promise<T>, record: (tx: TxHandle, result: T) => ZilRecord): Promise<{ result: T; seq: number }> {
+async function step<T>(view: DatasetView, assign: Assign, zil: Zil | null, change: (tx: TxHandle) => Promise<T>, record: (tx: TxHandle, result: T) => ZilRecord): Promise<{ result: T; seq: number }> {
   return inTx(assign, async (tx) => {
-    if (zil === null) return { result: await change(tx), seq: -1 };
+    if (zil === null) {
+      const result = await change(tx);
+      view.noteUnlogged(tx);
+      return { result, seq: -1 };
+    }
     return zil.ordered(async () => {
       const result = await change(tx);
       return { result, record: record(tx, result) };
@@ -134,6 +141,7 @@ async function writeBytes(view: DatasetView, assign: Assign, zil: Zil | null, ke
       const part = piece.subarray(i, i + pieceMax);
       const where = at;
       ({ seq } = await step(
+        view,
         assign,
         zil,
         async (tx) => {
@@ -184,6 +192,7 @@ export async function putKey(view: DatasetView, assign: Assign, key: string, dat
   checkKey(key);
   const zil = await journalOf(view, options);
   const { result: obj, seq: putSeq } = await step(
+    view,
     assign,
     zil,
     (tx) => createOrEmpty(view, tx, key, options.object, false),
@@ -209,6 +218,7 @@ export async function truncateKey(view: DatasetView, assign: Assign, key: string
   const obj = await lookup(view, key);
   const zil = await journalOf(view, options);
   const { seq } = await step(
+    view,
     assign,
     zil,
     async (tx) => {
@@ -237,6 +247,7 @@ export async function removeKey(view: DatasetView, assign: Assign, key: string, 
   checkKey(key);
   const zil = await journalOf(view, options);
   const { seq } = await step(
+    view,
     assign,
     zil,
     (tx) => removeIn(view, tx, key, false),
