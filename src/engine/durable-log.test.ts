@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Prng } from '../lib/index.js';
 import { decodeLogBlock, encodeLogBlock } from './log-format.js';
-import type { Pool } from './pool.js';
 import { TEST_TUNING, createSimPool, importSimPool, pattern, simMachine } from './test-support.js';
 
 const SMALL_EXTENTS = { ...TEST_TUNING, logExtentBytes: 32 * 1024 };

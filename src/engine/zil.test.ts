@@ -7,7 +7,7 @@ import { Prng } from '../lib/index.js';
 import * as keyed from './keyed.js';
 import type { Pool } from './pool.js';
 import { type SimMachine, TEST_TUNING, createSimPool, importSimPool, pattern, simMachine } from './test-support.js';
-import { type Txg, txg } from './types.js';
+import { txg } from './types.js';
 import { ZilOp, decodeZilRecord, encodeZilRecord } from './zil.js';
 
 const TUNING = { ...TEST_TUNING, logExtentBytes: 64 * 1024 };
@@ -55,7 +55,7 @@ async function cloneDurable(m: SimMachine, seed: number): Promise<SimMachine> {
 
 describe('intent log records', () => {
   it('round-trip and refuse malformed bytes with EPROTO', async () => {
-    const r = { op: ZilOp.write, txg: txg(42) as Txg, key: 'ключ', arg: 4096, data: pattern(1, 300) };
+    const r = { op: ZilOp.write, txg: txg(42), key: 'ключ', arg: 4096, data: pattern(1, 300) };
     const back = decodeZilRecord(encodeZilRecord(r), {});
     expect({ ...back, data: Buffer.from(back.data) }).toEqual({ ...r, data: Buffer.from(r.data) });
     const bytes = encodeZilRecord(r);
