@@ -49,6 +49,10 @@ describe('durable log', () => {
     const { records } = await pool.namedLog('replication');
     expect(records.map((r) => r.seq)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1));
     records.forEach((r, i) => expect(Buffer.from(r.data).equals(Buffer.from(record(i))), `record ${i}`).toBe(true));
+    const { log: reopened } = await pool.namedLog('replication');
+    const tail: number[] = [];
+    for await (const r of reopened.iterate(150)) tail.push(r.seq);
+    expect(tail).toEqual(Array.from({ length: 51 }, (_, i) => 150 + i));
     await pool.export();
   });
 

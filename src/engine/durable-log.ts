@@ -129,8 +129,27 @@ export class DurableLog {
   private async scan(): Promise<LogRecord[]> {
     const out: LogRecord[] = [];
     let seq = this.baseSeq;
-    for (let i = 0; i < this.extents.length; i++) {
-      const e = this.extents[i];
+    for await (const b of this.blocks()) {
+      out.push(...b.records);
+      seq = b.nextSeq;
+      this.cur = b.extent;
+      this.pos = b.end;
+    }
+    this.nextSeq = seq;
+    this.durableSeq = seq - 1;
+    return out;
+  }
+
+  /**
+   * The valid blocks in order: within an extent one after another; the next extent continues
+   * the log only if its first block carries the next seq (the writer moves on when a block no
+   * longer fits, leaving the rest of the extent unused).
+   */
+  private async *blocks(): AsyncGenerator<{ extent: number; end: number; records: LogRecord[]; nextSeq: number }, void, undefined> {
+    let seq = this.baseSeq;
+    const extents = [...this.extents];
+    for (let i = 0; i < extents.length; i++) {
+      const e = extents[i];
       assert(e !== undefined);
       const bytes = await this.vdev(e).read(e.offset, e.bytes);
       let at = 0;
@@ -138,17 +157,20 @@ export class DurableLog {
         const block = decodeLogBlock(bytes, at, { guid: this.guid, gen: e.gen, seq });
         if (block === null) break;
         if (at === 0) e.firstSeq = seq;
-        out.push(...block.records);
         seq += block.records.length;
         at += block.bytes;
+        yield { extent: i, end: at, records: block.records, nextSeq: seq };
       }
-      if (at === 0 && i > 0) break; // the writer never reached this extent
-      this.cur = i;
-      this.pos = at;
+      if (at === 0) return;
     }
-    this.nextSeq = seq;
-    this.durableSeq = seq - 1;
-    return out;
+  }
+
+  /** The durable records from `fromSeq` on (and at least the first live one), read from disk. */
+  async *iterate(fromSeq: number): AsyncGenerator<LogRecord, void, undefined> {
+    const from = Math.max(fromSeq, this.firstSeq);
+    for await (const b of this.blocks()) {
+      for (const r of b.records) if (r.seq >= from && r.seq <= this.durableSeq) yield r;
+    }
   }
 
   private vdev(e: LogExtent): LogVdev {

@@ -278,6 +278,12 @@ export class Pool {
    */
   async openLog(obj: ObjectId, options: { extentBytes?: number } = {}): Promise<{ log: DurableLog; records: LogRecord[] }> {
     this.checkOpen();
+    for (const open of this.logs) {
+      if (open.obj !== obj) continue;
+      const records: LogRecord[] = [];
+      for await (const r of open.iterate(0)) records.push(r);
+      return { log: open, records };
+    }
     // An extent is one contiguous allocation: at most a quarter of the smallest metaslab.
     const metaslabBytes = Math.min(...this.config.vdevs.map((v) => 2 ** v.metaslabShift));
     const extentBytes = options.extentBytes ?? this.env.tuning?.logExtentBytes ?? Math.min(LOG_EXTENT_BYTES_DEFAULT, metaslabBytes / 4);
