@@ -48,6 +48,11 @@ const FIELDS = [
   'appliedTid',
   /** Head: its intent log's MOS object (0 until its first synchronous write). */
   'intentLog',
+  /**
+   * Head: bytes of its blocks born after its origin (all of them when not a clone) — what it is
+   * charged for ("usedbydataset"); a block it kills moves to usedbysnapshots or is freed.
+   */
+  'ownBytes',
 ] as const;
 
 type Field = (typeof FIELDS)[number];
@@ -77,6 +82,7 @@ export interface DatasetRecord {
   snapUsedBytes: number;
   appliedTid: bigint;
   intentLog: ObjectId;
+  ownBytes: number;
 }
 
 export function encodeDatasetRecord(r: DatasetRecord): Uint8Array {
@@ -125,5 +131,6 @@ export function decodeDatasetRecord(bonus: Uint8Array, where: Record<string, unk
     snapUsedBytes: num('snapUsedBytes'),
     appliedTid: big('appliedTid'),
     intentLog: objectId(num('intentLog')),
+    ownBytes: num('ownBytes'),
   };
 }

@@ -64,7 +64,7 @@ export async function properties(c: Catalog, text: string): Promise<PropertyValu
     fixed('used', space.used),
     fixed('referenced', r.referencedBytes),
     fixed('written', r.uniqueBytes),
-    fixed('usedbydataset', r.uniqueBytes),
+    fixed('usedbydataset', r.ownBytes),
     fixed('usedbysnapshots', r.snapUsedBytes),
     fixed('usedbychildren', space.children),
     fixed('available', c.o.host.availableBytes()),
@@ -77,7 +77,7 @@ export async function properties(c: Catalog, text: string): Promise<PropertyValu
 export function spaceOf(c: Catalog, node: HeadNode): { used: number; children: number } {
   let children = 0;
   for (const child of node.children.values()) children += spaceOf(c, child).used;
-  return { used: node.record.uniqueBytes + node.record.snapUsedBytes + children, children };
+  return { used: node.record.ownBytes + node.record.snapUsedBytes + children, children };
 }
 
 /** Bytes only this snapshot holds: the next one's deadlist entries born after its predecessor. */
@@ -156,6 +156,7 @@ export async function checkInvariants(c: Catalog, isLive: (bp: BlockPointer) => 
     if (r.origin !== 0) clones.set(r.origin, (clones.get(r.origin) ?? 0) + 1);
     assert((await bytesAfter(name, r.root, 0)) === r.referencedBytes, `${name}: referenced ${r.referencedBytes} != its blocks`);
     assert((await bytesAfter(name, r.root, r.prevSnapTxg)) === r.uniqueBytes, `${name}: unique ${r.uniqueBytes} != its new blocks`);
+    assert((await bytesAfter(name, r.root, node.originTxg)) === r.ownBytes, `${name}: own ${r.ownBytes} != its blocks born after its origin`);
     let snapUsed = 0;
     const owners: { name: string; deadlist: ObjectId; prevTxg: Txg }[] = [{ name, deadlist: r.deadlist, prevTxg: r.prevSnapTxg }];
     let newer: DatasetRecord = r;

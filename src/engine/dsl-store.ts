@@ -2,7 +2,8 @@
 // block the head kills (overwrites or frees) that was born after its newest snapshot belongs to
 // the head alone and is freed; an older one is still referenced by that snapshot and goes to the
 // head's deadlist instead. It also keeps the head's space figures current: every block written
-// or killed moves `referencedBytes`, `uniqueBytes` and `snapUsedBytes` of the in-memory record.
+// or killed moves `referencedBytes`, `uniqueBytes`, `ownBytes` and `snapUsedBytes` of the
+// in-memory record.
 // Only syncing context writes or frees through it. Created by dsl.ts, one per open head.
 
 import type { BlockStore, ReadContext, WriteMeta } from './block-store.js';
@@ -47,6 +48,7 @@ export class HeadStore implements BlockStore {
     const bytes = bpAllocatedBytes(bp);
     this.head.record.referencedBytes += bytes;
     this.head.record.uniqueBytes += bytes;
+    this.head.record.ownBytes += bytes;
     return bp;
   }
 
@@ -54,6 +56,7 @@ export class HeadStore implements BlockStore {
     const r = this.head.record;
     const bytes = bpAllocatedBytes(bp);
     r.referencedBytes -= bytes;
+    if (bp.birth > this.head.originTxg) r.ownBytes -= bytes;
     if (bp.birth > r.prevSnapTxg) {
       r.uniqueBytes -= bytes;
       this.base.free(bp, t);

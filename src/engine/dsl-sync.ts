@@ -55,6 +55,7 @@ export async function createHeadSync(
     snapUsedBytes: 0,
     appliedTid: origin?.record.appliedTid ?? 0n,
     intentLog: objectId(0),
+    ownBytes: 0,
   };
   const obj = await dmu.createObject(c.o.mos, tx, {
     type: ObjectType.dataset,
@@ -103,6 +104,7 @@ export async function snapshotSync(c: Catalog, tx: dmu.Tx, node: HeadNode, name:
     uniqueBytes: 0,
     snapUsedBytes: 0,
     intentLog: objectId(0),
+    ownBytes: 0,
   };
   const sobj = await dmu.createObject(c.o.mos, tx, {
     type: ObjectType.dataset,
@@ -219,6 +221,9 @@ export async function rollbackSync(c: Catalog, tx: dmu.Tx, snap: SnapNode): Prom
   for await (const chunk of deadlistChunks(c.o.mos, r.deadlist)) {
     for (const bp of chunk) if (bp.birth > node.originTxg) revived += sumBytes([bp]);
   }
+  // A clone is charged only for blocks born after its origin (a walk of just those blocks).
+  const own =
+    node.originTxg === 0 ? snap.record.referencedBytes : sumBytes(await blocksBornAfter(c.o.store, c.nameOf(node), snap.record.root, node.originTxg));
   for (const bp of doomed) c.o.store.free(bp, tx.txg);
   await clearDeadlist(c.o.mos, tx, r.deadlist);
   const headRecord: DatasetRecord = {
@@ -227,6 +232,7 @@ export async function rollbackSync(c: Catalog, tx: dmu.Tx, snap: SnapNode): Prom
     referencedBytes: snap.record.referencedBytes,
     uniqueBytes: 0,
     snapUsedBytes: r.snapUsedBytes - revived,
+    ownBytes: own,
     appliedTid: snap.record.appliedTid,
   };
   await c.writeRecord(tx, node.obj, headRecord);

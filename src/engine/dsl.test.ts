@@ -149,7 +149,16 @@ describe('datasets and snapshots', () => {
     expect(prop(before, 'referenced')).toBeGreaterThanOrEqual(64 * 1024);
     expect(prop(before, 'usedbysnapshots')).toBe(0);
     await pool.dsl.snapshot('tank/a@s1');
-    expect(prop(await pool.dsl.properties('tank/a'), 'written')).toBe(0);
+    const snapped = await pool.dsl.properties('tank/a');
+    expect(prop(snapped, 'written')).toBe(0);
+    // Blocks shared with a snapshot stay charged to the dataset until it kills them.
+    expect(prop(snapped, 'usedbydataset')).toBe(prop(snapped, 'referenced'));
+    expect(prop(snapped, 'used')).toBe(prop(before, 'used'));
+    await pool.dsl.clone('tank/a@s1', 'tank/c');
+    const clone = await pool.dsl.properties('tank/c');
+    expect(prop(clone, 'referenced')).toBe(prop(snapped, 'referenced'));
+    expect(prop(clone, 'used')).toBe(0);
+    await pool.dsl.destroy('tank/c');
     await pool.dsl.withView('tank/a', 'write', (v) => keyed.writeKey(v, () => pool.assign(), 'k', 0, pattern(2, 16 * 1024)));
     await pool.sync();
     const after = await pool.dsl.properties('tank/a');
