@@ -7,7 +7,8 @@
 // and listed in the log's MOS object before the writer may use them, so a crash never loses an
 // acknowledged record and import never needs to claim space. Inside extents, log blocks follow
 // each other (log-format.ts); the end of the log is the first block that does not verify, so no
-// end pointer is ever written. The writer keeps SPARE_EXTENTS allocated ahead.
+// end pointer is ever written. Each txg allocates extents ahead of the writer at its pace; the
+// writer waits for a txg only when it runs out.
 //
 // Truncating a prefix is in memory at once and on disk at the next txg: syncState() (called by
 // the pool every txg) frees extents holding only dead records and records the new start.
@@ -22,8 +23,9 @@ import type { ObjectSet } from './objset.js';
 import { type Dva, type ObjectId, type Txg, txg } from './types.js';
 
 export const LOG_EXTENT_BYTES_DEFAULT = 1024 * 1024;
-/** Extents kept allocated ahead of the writer. */
-const SPARE_EXTENTS = 2;
+/** Extents kept allocated ahead of the writer: at least, and at most (see txgSynced). */
+const SPARE_EXTENTS_MIN = 2;
+const SPARE_EXTENTS_MAX = 32;
 /** Largest record: a log block must always fit in an extent. */
 export const LOG_RECORD_BYTES_MAX = 128 * 1024;
 const BONUS_BYTES = 32;
@@ -52,6 +54,8 @@ interface Extent extends LogExtent {
   readonly txg: Txg;
   /** Seq of its first record, once known (written or found by the scan). */
   firstSeq?: number;
+  /** Its txg is durable: it may hold records. */
+  usable: boolean;
 }
 
 interface Pending {
@@ -78,6 +82,9 @@ export class DurableLog {
   private waiters: { seq: number; resolve: () => void; reject: (e: Error) => void }[] = [];
   private failure: Error | null = null;
   private dirtyState = false;
+  /** Extents the writer moved into since the last durable txg, and the spare target it sets. */
+  private consumed = 0;
+  private spareTarget = SPARE_EXTENTS_MIN;
   readonly stats = { flushes: 0, records: 0, bytes: 0 };
 
   private constructor(host: LogHost, obj: ObjectId, guid: bigint, lastGen: bigint, extents: Extent[], baseSeq: number, firstSeq: number, extentBytes: number) {
@@ -116,7 +123,7 @@ export class DurableLog {
     const table = await dmu.read(host.mos, obj, 0, info.size);
     const txgs: Txg[] = [];
     for (let at = 0; at < table.length; at += 40) txgs.push(txg(readU64Number(table, at + ENTRY_TXG_AT)));
-    const extents: Extent[] = decodeExtents(table, where).map((e, i) => ({ ...e, txg: txgs[i] ?? txg(0) }));
+    const extents: Extent[] = decodeExtents(table, where).map((e, i) => ({ ...e, txg: txgs[i] ?? txg(0), usable: true }));
     for (const e of extents) {
       if (host.vdevs[e.vdev] === undefined) throw mpError('EPROTO', `log extent on missing vdev ${e.vdev}`, where);
     }
@@ -277,40 +284,53 @@ export class DurableLog {
 
   /** Moves the writer to an extent with room for `bytes`, allocating more when needed. */
   private async ensureRoom(bytes: number): Promise<void> {
-    if (!this.fits(bytes)) {
-      const target = this.extents[this.cur] !== undefined && this.pos > 0 ? this.cur + 1 : this.cur;
-      while (this.extents.length <= target) await this.grow();
-      if (target !== this.cur) {
-        this.cur = target;
-        this.pos = 0;
-      }
-      assert(this.fits(bytes), 'a log block fits an empty extent');
+    if (this.fits(bytes)) return;
+    const target = this.extents[this.cur] !== undefined && this.pos > 0 ? this.cur + 1 : this.cur;
+    // Only extents whose txg is durable may hold records: the MOS must list them first.
+    while (this.extents[target]?.usable !== true) await this.grow();
+    if (target !== this.cur) {
+      this.cur = target;
+      this.pos = 0;
+      this.consumed++;
     }
-    if (this.extents.length - 1 - this.cur < SPARE_EXTENTS) void this.growInBackground();
+    assert(this.fits(bytes), 'a log block fits an empty extent');
   }
 
-  private growInBackground(): Promise<void> {
-    return this.grow().catch((e: unknown) => {
-      // The writer retries when it needs the space; a failure reaches it then.
-      if (!(e instanceof Error)) throw e;
-    });
-  }
-
-  /** Allocates SPARE_EXTENTS more extents in the next txg and waits for it to be durable. */
+  /**
+   * The writer ran out of usable extents: allocates some in the next txg and waits for it to be
+   * durable (the costly path; syncState allocates ahead at the pace the log is written).
+   */
   private grow(): Promise<void> {
     this.growing ??= this.host
       .syncTask(async (tx) => {
-        for (let i = 0; i < SPARE_EXTENTS; i++) {
-          const dva = this.host.allocate(this.extentBytes, tx.txg);
-          this.lastGen++;
-          this.extents.push({ vdev: dva.vdev, offset: dva.offset, bytes: this.extentBytes, gen: this.lastGen, txg: tx.txg });
-        }
+        this.allocateExtents(tx, SPARE_EXTENTS_MIN);
         await this.writeState(tx);
+      })
+      .then(() => {
+        for (const e of this.extents) e.usable = true;
       })
       .finally(() => {
         this.growing = null;
       });
     return this.growing;
+  }
+
+  private allocateExtents(tx: dmu.Tx, count: number): void {
+    for (let i = 0; i < count; i++) {
+      const dva = this.host.allocate(this.extentBytes, tx.txg);
+      this.lastGen++;
+      this.extents.push({ vdev: dva.vdev, offset: dva.offset, bytes: this.extentBytes, gen: this.lastGen, txg: tx.txg, usable: false });
+    }
+  }
+
+  /**
+   * Txg `t` is durable: extents it allocated may now hold records. The spare target follows
+   * the pace of the writer: twice the extents it filled since the last durable txg.
+   */
+  txgSynced(t: Txg): void {
+    for (const e of this.extents) if (e.txg <= t) e.usable = true;
+    this.spareTarget = Math.min(SPARE_EXTENTS_MAX, Math.max(SPARE_EXTENTS_MIN, 2 * this.consumed));
+    this.consumed = 0;
   }
 
   private wake(): void {
@@ -324,6 +344,12 @@ export class DurableLog {
    * before the first live one, and records the new start.
    */
   async syncState(tx: dmu.Tx): Promise<void> {
+    const spare = this.extents.length - 1 - this.cur;
+    const writing = this.extents.length > 0;
+    if (writing && spare < this.spareTarget) {
+      this.allocateExtents(tx, this.spareTarget - spare);
+      this.dirtyState = true;
+    }
     let drop = 0;
     for (let i = 0; i < this.cur; i++) {
       const next = this.extents[i + 1]?.firstSeq;

@@ -404,6 +404,7 @@ export class Pool {
       this.ub = ub;
     }
     this.dsl.txgSynced(t);
+    for (const log of this.logs) log.txgSynced(t);
     this.allocator.syncDone(t);
     if (this.env.tuning?.checkEveryTxg === true) await this.checkInvariants();
     tasks.forEach((task, i) => task.done(outcomes[i]));
