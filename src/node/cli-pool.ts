@@ -1,24 +1,21 @@
 // The `pool` command group of the CLI (contract: shared/CLI.md; what exists: docs/cli.md).
-// Parses and validates arguments (bad usage is a CommanderError: exit 2 through main), then calls
-// pool-admin / pool-debug and prints. Commands that look at several pools (list, status without a
-// name) print every pool they could open and fail with the error of the last one they could not.
+// Parses and validates arguments (bad usage is a CommanderError: exit 2 through main; the shared
+// helpers are in cli-common.ts), then calls pool-admin / pool-debug and prints. Commands that look
+// at several pools (list, status without a name) print every pool they could open and fail with
+// the error of the last one they could not.
 // Registered on the program by buildProgram in cli.ts.
 
-import { type Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { resolve } from 'node:path';
 import { MIRROR_CHILDREN_MAX, TOP_VDEVS_MAX } from '../engine/index.js';
-import { type Disk, MirrorpoolError, hasCode, mpError } from '../lib/index.js';
+import type { Disk, MirrorpoolError } from '../lib/index.js';
+import { type CliIo, arg, collect, eachPool, failWith, home, json, usage } from './cli-common.js';
 import { createPool, exportPool, importPool, listImportable, syncPool } from './pool-admin.js';
-import { type CachedPool, PoolCache } from './pool-cache.js';
+import type { CachedPool } from './pool-cache.js';
 import { debugPool } from './pool-debug.js';
-import { type OpenLeaf, withPool } from './pool-open.js';
-import { type ListRow, type PoolReport, listRowOf, renderImportable, renderList, renderStatus, reportOf } from './pool-report.js';
+import type { OpenLeaf } from './pool-open.js';
+import { type ListRow, listRowOf, renderImportable, renderList, renderStatus, reportOf } from './pool-report.js';
 import { parseCount, parseSize } from './units.js';
-
-export interface CliIo {
-  readonly out: { write(s: string): void };
-  readonly err: { write(s: string): void };
-}
 
 /** Size of vdev files `pool create` makes when --size is not given. */
 const DEFAULT_VDEV_BYTES = 1024 ** 3;
@@ -27,26 +24,6 @@ const DEBUG_BLOCKS_DEFAULT = 16;
 /** Upper bound of --max-objects and --max-blocks: debug output stays readable. */
 const DEBUG_COUNT_MAX = 1_000_000;
 
-/** Bad usage: main() prints it as EINVAL and exits 2. */
-function usage(message: string): CommanderError {
-  return new CommanderError(2, 'mirrorpool.usage', message);
-}
-
-/** Wraps a parser that throws EINVAL into one commander reports as bad usage. */
-function arg<T>(parse: (text: string) => T): (text: string) => T {
-  return (text) => {
-    try {
-      return parse(text);
-    } catch (e) {
-      if (hasCode(e, 'EINVAL')) throw new InvalidArgumentError(e.message);
-      throw e;
-    }
-  };
-}
-
-const collect = (value: string, previous: string[]): string[] => [...previous, value];
-const home = (cmd: Command): string => cmd.optsWithGlobals<{ home: string }>().home;
-const json = (value: unknown): string => `${JSON.stringify(value, null, 2)}\n`;
 const pathsOf = (leaves: readonly OpenLeaf[]): Map<Disk, string> => new Map(leaves.map((l) => [l.disk, l.path]));
 
 function checkVdevArgs(vdevs: readonly string[], mirror: boolean): void {
@@ -59,35 +36,6 @@ function checkVdevArgs(vdevs: readonly string[], mirror: boolean): void {
     if (seen.has(resolve(v))) throw usage(`vdev ${v} is given twice`);
     seen.add(resolve(v));
   }
-}
-
-/** Writes every failure but the last to stderr and throws the last one (exit 1). */
-function failWith(failures: readonly MirrorpoolError[], io: CliIo): void {
-  const last = failures.at(-1);
-  if (last === undefined) return;
-  for (const f of failures.slice(0, -1)) io.err.write(`mirrorpool: ${f.code}: ${f.message}\n`);
-  throw last;
-}
-
-/** Runs `fn` on each cached pool (or the one named); failures to open a pool are collected. */
-async function eachPool<T>(
-  homeDir: string,
-  only: string | undefined,
-  fn: (report: PoolReport, entry: CachedPool) => T,
-): Promise<{ results: T[]; failures: { entry: CachedPool; error: MirrorpoolError }[] }> {
-  const cache = new PoolCache(homeDir);
-  const entries = only === undefined ? (await cache.list()).sort((a, b) => a.name.localeCompare(b.name)) : [await cache.get(only)];
-  const results: T[] = [];
-  const failures: { entry: CachedPool; error: MirrorpoolError }[] = [];
-  for (const entry of entries) {
-    try {
-      results.push(await withPool(homeDir, entry.name, (pool, e, leaves) => Promise.resolve(fn(reportOf(pool, pathsOf(leaves)), e))));
-    } catch (e) {
-      if (!(e instanceof MirrorpoolError) || only !== undefined) throw e;
-      failures.push({ entry, error: mpError(e.code, `pool ${entry.name}: ${e.message}`, e.details, e) });
-    }
-  }
-  return { results, failures };
 }
 
 function unavailable(entry: CachedPool, error: MirrorpoolError): ListRow {
@@ -161,7 +109,7 @@ function addListStatus(pool: Command, io: CliIo): void {
     .description('size, allocated, free, health and txg of each imported pool')
     .option('--json', 'print JSON', false)
     .action(async (_o: unknown, cmd: Command) => {
-      const { results, failures } = await eachPool(home(cmd), undefined, (r, e) => listRowOf(r, e.vdevs));
+      const { results, failures } = await eachPool(home(cmd), undefined, (p, e, leaves) => listRowOf(reportOf(p, pathsOf(leaves)), e.vdevs));
       const rows = [...results, ...failures.map((f) => unavailable(f.entry, f.error))].sort((a, b) => a.name.localeCompare(b.name));
       io.out.write(cmd.opts<{ json: boolean }>().json ? json(rows) : renderList(rows));
       failWith(failures.map((f) => f.error), io);
@@ -173,7 +121,7 @@ function addListStatus(pool: Command, io: CliIo): void {
     .option('--json', 'print JSON', false)
     .argument('[pool]', 'pool name (default: every imported pool)')
     .action(async (name: string | undefined, _o: unknown, cmd: Command) => {
-      const { results, failures } = await eachPool(home(cmd), name, (r) => r);
+      const { results, failures } = await eachPool(home(cmd), name, (p, _e, leaves) => reportOf(p, pathsOf(leaves)));
       io.out.write(cmd.opts<{ json: boolean }>().json ? json(results) : renderStatus(results));
       failWith(failures.map((f) => f.error), io);
     });

@@ -5,6 +5,8 @@
 import { Command, CommanderError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { MirrorpoolError, mpError } from '../lib/index.js';
+import { addDataCommands } from './cli-data.js';
+import { addDatasetCommands } from './cli-dataset.js';
 import { addPoolCommands } from './cli-pool.js';
 
 const USAGE_EXIT = 2;
@@ -50,6 +52,8 @@ export function buildProgram(out: { write(s: string): void }, err: { write(s: st
     });
 
   addPoolCommands(program, { out, err });
+  addDatasetCommands(program, { out, err });
+  addDataCommands(program, { out, err });
   return program;
 }
 
