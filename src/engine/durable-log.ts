@@ -32,9 +32,9 @@ const BONUS_BYTES = 32;
 const ENTRY_TXG_AT = 32;
 
 export interface LogVdev {
-  write(offset: number, data: Uint8Array): Promise<void>;
+  /** Durable when it resolves, flushing nothing else (a txg's data is not waited for). */
+  writeDurable(offset: number, data: Uint8Array): Promise<void>;
   read(offset: number, length: number): Promise<Uint8Array>;
-  sync(): Promise<void>;
 }
 
 /** What a log needs from its pool. */
@@ -246,8 +246,7 @@ export class DurableLog {
         assert(e !== undefined);
         const out = encodeLogBlock(this.guid, e.gen, batch);
         if (this.pos === 0) e.firstSeq = batch[0]?.seq ?? this.nextSeq;
-        await this.vdev(e).write(e.offset + this.pos, out);
-        await this.vdev(e).sync();
+        await this.vdev(e).writeDurable(e.offset + this.pos, out);
         this.pos += out.length;
         this.durableSeq = batch.at(-1)?.seq ?? this.durableSeq;
         this.stats.flushes++;
@@ -303,7 +302,9 @@ export class DurableLog {
   private grow(): Promise<void> {
     this.growing ??= this.host
       .syncTask(async (tx) => {
-        this.allocateExtents(tx, SPARE_EXTENTS_MIN);
+        // Running out means the writer outpaces the txgs: keep twice as much ahead from now on.
+        this.allocateExtents(tx, this.spareTarget);
+        this.spareTarget = Math.min(SPARE_EXTENTS_MAX, 2 * this.spareTarget);
         await this.writeState(tx);
       })
       .then(() => {
@@ -329,7 +330,7 @@ export class DurableLog {
    */
   txgSynced(t: Txg): void {
     for (const e of this.extents) if (e.txg <= t) e.usable = true;
-    this.spareTarget = Math.min(SPARE_EXTENTS_MAX, Math.max(SPARE_EXTENTS_MIN, 2 * this.consumed));
+    this.spareTarget = Math.min(SPARE_EXTENTS_MAX, Math.max(SPARE_EXTENTS_MIN, 2 * this.consumed, this.spareTarget - 1));
     this.consumed = 0;
   }
 

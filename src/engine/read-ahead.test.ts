@@ -31,6 +31,9 @@ class CountingDisk implements Disk {
   write(offset: number, data: Uint8Array): Promise<void> {
     return this.inner.write(offset, data);
   }
+  writeDurable(offset: number, data: Uint8Array): Promise<void> {
+    return this.inner.writeDurable(offset, data);
+  }
   sync(): Promise<void> {
     return this.inner.sync();
   }

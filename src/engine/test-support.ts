@@ -40,6 +40,14 @@ export class PowerCutDisk implements Disk {
     await this.inner.write(offset, data);
   }
 
+  /** Two steps, so a power cut can fall between the write and its flush (a torn log block). */
+  async writeDurable(offset: number, data: Uint8Array): Promise<void> {
+    this.power.tick();
+    await this.inner.write(offset, data);
+    this.power.tick();
+    this.inner.syncRange(offset, data.length);
+  }
+
   async sync(): Promise<void> {
     this.power.tick();
     await this.inner.sync();

@@ -88,8 +88,9 @@ export class Leaf {
     return bytes;
   }
 
-  async writeData(offset: number, data: Uint8Array): Promise<void> {
-    await this.disk.write(this.layout.dataStartBytes + offset, data);
+  async writeData(offset: number, data: Uint8Array, durable = false): Promise<void> {
+    const at = this.layout.dataStartBytes + offset;
+    await (durable ? this.disk.writeDurable(at, data) : this.disk.write(at, data));
     this.counters.writeBytes += data.length;
   }
 
@@ -228,9 +229,14 @@ export class TopVdev implements VdevIo {
     }
   }
 
-  async write(offset: number, data: Uint8Array): Promise<void> {
+  /** write() that is durable on every child that took it when it resolves (Disk.writeDurable). */
+  writeDurable(offset: number, data: Uint8Array): Promise<void> {
+    return this.write(offset, data, true);
+  }
+
+  async write(offset: number, data: Uint8Array, durable = false): Promise<void> {
     this.checkRange(offset, data.length);
-    const results = await Promise.allSettled(this.children.map((c) => c.writeData(offset, data)));
+    const results = await Promise.allSettled(this.children.map((c) => c.writeData(offset, data, durable)));
     const causes: string[] = [];
     for (const [i, r] of results.entries()) {
       if (r.status === 'fulfilled') continue;

@@ -69,6 +69,15 @@ export function diskContract(name: string, make: MakeDisk): void {
       for (const [offset, data] of writes) expect(same(await disk.read(offset, data.length), data), `at ${offset}`).toBe(true);
     });
 
+    it('reads back a durable write, and checks its range like write', async () => {
+      const disk = await fresh();
+      const data = pattern(4, 2 * SECTOR);
+      await disk.writeDurable(3 * SECTOR, data);
+      expect(same(await disk.read(3 * SECTOR, data.length), data)).toBe(true);
+      await expect(disk.writeDurable(SIZE - SECTOR, data)).rejects.toMatchObject({ code: 'EINVAL' });
+      await expect(disk.writeDurable(1, data)).rejects.toMatchObject({ code: 'EINVAL' });
+    });
+
     it('reads zeros from sectors never written', async () => {
       const disk = await fresh();
       await disk.write(2 * SECTOR, pattern(4, SECTOR));

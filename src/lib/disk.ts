@@ -22,6 +22,11 @@ export interface Disk {
   size(): number;
   read(offset: number, length: number): Promise<Uint8Array>;
   write(offset: number, data: Uint8Array): Promise<void>;
+  /**
+   * write() that is durable when it resolves, without making other writes durable (an intent log
+   * block must not wait for a txg's data). A crash while it is in flight may keep, drop or tear it.
+   */
+  writeDurable(offset: number, data: Uint8Array): Promise<void>;
   sync(): Promise<void>;
   /** Grows (with zeros) or shrinks the disk; volatile until sync(). */
   resize(bytes: number): Promise<void>;

@@ -2,6 +2,7 @@
 // fdatasync. Short reads and writes are retried until complete; the OS's EIO and ENOSPC become
 // coded errors. Used by the daemon, the CLI and the real-file crash tests.
 
+import { constants } from 'node:fs';
 import { open, stat, readFile, realpath, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { assert } from './assert.js';
@@ -49,6 +50,8 @@ export class FileDisk implements Disk {
   private bytes: number;
   private readonly blockDevice: boolean;
   private closed = false;
+  /** The O_DSYNC handle of writeDurable, opened on first use. */
+  private dsync: FileHandle | undefined;
 
   private constructor(path: string, fh: FileHandle, bytes: number, blockDevice: boolean) {
     this.path = path;
@@ -116,6 +119,23 @@ export class FileDisk implements Disk {
     }
   }
 
+  /** Writes through a second handle opened with O_DSYNC: only this range is flushed. */
+  async writeDurable(offset: number, data: Uint8Array): Promise<void> {
+    assert(!this.closed, 'FileDisk used after close');
+    checkDiskRange(offset, data.length, this.bytes);
+    try {
+      this.dsync ??= await open(this.path, constants.O_RDWR | constants.O_DSYNC);
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await this.dsync.write(data, done, data.length - done, offset + done);
+        assert(bytesWritten > 0, 'write made no progress');
+        done += bytesWritten;
+      }
+    } catch (e) {
+      throw mapOsError(e, `write ${this.path}`, { path: this.path, offset, length: data.length });
+    }
+  }
+
   async sync(): Promise<void> {
     assert(!this.closed, 'FileDisk used after close');
     try {
@@ -140,6 +160,7 @@ export class FileDisk implements Disk {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.dsync?.close();
     await this.fh.close();
   }
 }

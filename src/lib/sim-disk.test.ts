@@ -62,6 +62,20 @@ describe('SimDisk crashes', () => {
     expect(hex(await disk.read(8 * SECTOR, 4 * SECTOR))).toBe(hex(data));
   });
 
+  it('keeps a durable write through crash(drop) while other unsynced writes are lost', async () => {
+    const disk = simDisk();
+    const old = pattern(5, 2 * SECTOR);
+    await disk.write(0, old); // unsynced, overlapping the durable write: lands first or never
+    const other = pattern(6, SECTOR);
+    await disk.write(20 * SECTOR, other);
+    const data = pattern(7, SECTOR);
+    await disk.writeDurable(SECTOR, data);
+    disk.crash('drop');
+    expect(hex(await disk.read(SECTOR, SECTOR))).toBe(hex(data));
+    expect(hex(await disk.read(0, SECTOR))).toBe(hex(old.subarray(0, SECTOR)));
+    expect(hex(await disk.read(20 * SECTOR, SECTOR))).toBe(hex(new Uint8Array(SECTOR)));
+  });
+
   it('loses unsynced writes in crash(drop) and keeps them in crash(keep)', async () => {
     for (const mode of ['drop', 'keep'] as const) {
       const { disk, old } = await syncedDisk(3);

@@ -126,6 +126,25 @@ export class SimDisk implements Disk {
     this.pending.push({ kind: 'write', offset: target, data: copy });
   }
 
+  async writeDurable(offset: number, data: Uint8Array): Promise<void> {
+    await this.write(offset, data);
+    this.syncRange(offset, data.length);
+  }
+
+  /**
+   * Makes durable every unsynced write overlapping [offset, offset+length), in order (a range
+   * flush may flush more than asked; it never leaves an older overlapping write to land later).
+   */
+  syncRange(offset: number, length: number): void {
+    this.checkOpen();
+    const keep: Pending[] = [];
+    for (const p of this.pending) {
+      if (p.kind === 'write' && p.offset < offset + length && p.offset + p.data.length > offset) this.applyDurable(p, 'keep');
+      else keep.push(p);
+    }
+    this.pending = keep;
+  }
+
   async sync(): Promise<void> {
     this.checkOpen();
     const upTo = this.pending.length;
