@@ -124,6 +124,23 @@ describe('mirrorpool data commands', () => {
     expect((await ok('ls', 'tank/ds')).out).toMatch(/^KEY +SIZE +MTXG\nbig\/file\.bin +3\.01M +\d+\n$/);
   });
 
+  it('makes put, write, truncate and rm with --sync go through the intent log', async () => {
+    const { dir, ok } = await workspace();
+    const data = randomBytes(300_000, SEED + 9);
+    await writeFile(join(dir, 'in.bin'), data);
+    await ok('put', '--sync', 'tank/ds', 'k', join(dir, 'in.bin'));
+    await writeFile(join(dir, 'patch.bin'), data.subarray(0, 100));
+    await ok('write', '--sync', '--offset', '1000', 'tank/ds', 'k', join(dir, 'patch.bin'));
+    await ok('truncate', '--sync', '--size', '200000', 'tank/ds', 'k');
+    const want = Buffer.from(data.subarray(0, 200_000));
+    data.subarray(0, 100).copy(want, 1000);
+    expect((await ok('get', 'tank/ds', 'k')).bytes.equals(want)).toBe(true);
+    await ok('rm', '--sync', 'tank/ds', 'k');
+    expect(await keys(ok, 'tank/ds')).toEqual([]);
+    // The dataset now has an intent log object in the MOS.
+    expect((await ok('pool', 'debug', 'tank', '--max-objects', '200')).out).toMatch(/intentLog/);
+  });
+
   it('stores stdin when the file is - or left out', async () => {
     const { ok, piped } = await workspace();
     const data = randomBytes(2 * 1024 * 1024 + 777, SEED + 1);

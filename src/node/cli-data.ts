@@ -206,17 +206,21 @@ async function copyOut(view: DatasetView, key: string, range: { offset: number; 
   }
 }
 
+/** The --sync flag as the keyed functions take it. */
+const syncOf = (cmd: Command): { sync: boolean } => ({ sync: cmd.opts<{ sync: boolean }>().sync });
+
 const byteOption = (flags: string, what: string): Option => new Option(flags, what).argParser(arg(parseBytes)).makeOptionMandatory();
 
 function addPutGet(program: Command): void {
   program
     .command('put')
     .description('store a file (or stdin) under a key, replacing what the key held')
+    .option('--sync', 'durable before it returns, through the dataset intent log (sync=standard)', false)
     .argument('<pool/ds>', 'dataset name')
     .argument('<key>', 'key: 1 to 1024 bytes of UTF-8')
     .argument('[file]', 'file to store, or - for stdin (default: stdin)')
     .action(async (name: string, key: string, file: string | undefined, _o: unknown, cmd: Command) => {
-      await withInput(file, (chunks) => withView(home(cmd), name, 'write', (view, assign) => keyed.putKey(view, assign, key, chunks)));
+      await withInput(file, (chunks) => withView(home(cmd), name, 'write', (view, assign) => keyed.putKey(view, assign, key, chunks, syncOf(cmd))));
     });
 
   program
@@ -241,13 +245,14 @@ function addWriteRead(program: Command): void {
   program
     .command('write')
     .description('write a file (or stdin) into an existing key at an offset, extending it if needed')
+    .option('--sync', 'durable before it returns, through the dataset intent log (sync=standard)', false)
     .addOption(byteOption('--offset <n>', 'byte offset to write at'))
     .argument('<pool/ds>', 'dataset name')
     .argument('<key>', 'key')
     .argument('[file]', 'file to write, or - for stdin (default: stdin)')
     .action(async (name: string, key: string, file: string | undefined, _o: unknown, cmd: Command) => {
       const offset = cmd.opts<{ offset: number }>().offset;
-      await withInput(file, (chunks) => withView(home(cmd), name, 'write', (view, assign) => keyed.writeKey(view, assign, key, offset, chunks)));
+      await withInput(file, (chunks) => withView(home(cmd), name, 'write', (view, assign) => keyed.writeKey(view, assign, key, offset, chunks, syncOf(cmd))));
     });
 
   program
@@ -267,12 +272,13 @@ function addTruncateListRemove(program: Command, io: CliIo): void {
   program
     .command('truncate')
     .description('cut a key to a size, or extend it with zeros')
+    .option('--sync', 'durable before it returns, through the dataset intent log (sync=standard)', false)
     .addOption(byteOption('--size <n>', 'new size in bytes'))
     .argument('<pool/ds>', 'dataset name')
     .argument('<key>', 'key')
     .action(async (name: string, key: string, _o: unknown, cmd: Command) => {
       const size = cmd.opts<{ size: number }>().size;
-      await withView(home(cmd), name, 'write', (view, assign) => keyed.truncateKey(view, assign, key, size));
+      await withView(home(cmd), name, 'write', (view, assign) => keyed.truncateKey(view, assign, key, size, syncOf(cmd)));
     });
 
   program
@@ -302,10 +308,11 @@ function addTruncateListRemove(program: Command, io: CliIo): void {
   program
     .command('rm')
     .description('remove a key and its bytes')
+    .option('--sync', 'durable before it returns, through the dataset intent log (sync=standard)', false)
     .argument('<pool/ds>', 'dataset name')
     .argument('<key>', 'key')
     .action(async (name: string, key: string, _o: unknown, cmd: Command) => {
-      await withView(home(cmd), name, 'write', (view, assign) => keyed.removeKey(view, assign, key));
+      await withView(home(cmd), name, 'write', (view, assign) => keyed.removeKey(view, assign, key, syncOf(cmd)));
     });
 }
 
