@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import * as keyed from './keyed.js';
 import type { Pool } from './pool.js';
-import { createSimPool, importSimPool, pattern, simMachine } from './test-support.js';
+import { codeOf, createSimPool, importSimPool, pattern, simMachine } from './test-support.js';
 
 type Keys = Map<string, Uint8Array>;
 
@@ -56,15 +56,6 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.constant({ op: 'reimport' as const }) },
 );
 
-async function codeOf(run: () => Promise<unknown>): Promise<string> {
-  try {
-    await run();
-    return 'ok';
-  } catch (e) {
-    if (e instanceof Error && 'code' in e) return String(e.code);
-    throw e;
-  }
-}
 
 function withWrite(cur: Uint8Array | undefined, offset: number, data: Uint8Array): Uint8Array {
   const base = cur ?? new Uint8Array(0);

@@ -3,7 +3,7 @@ import { hasCode } from '../lib/index.js';
 import * as keyed from './keyed.js';
 import type { Pool } from './pool.js';
 import { ObjectType } from './dnode.js';
-import { TEST_TUNING, createSimPool, importSimPool, pattern, simMachine } from './test-support.js';
+import { codeOf, createSimPool, importSimPool, pattern, simMachine, TEST_TUNING } from './test-support.js';
 import { lookupBlock } from './tree.js';
 import { objectId } from './types.js';
 import { leafLayout } from './vdev.js';
@@ -23,15 +23,6 @@ async function keys(pool: Pool, name: string): Promise<string[]> {
   return pool.dsl.withView(name, 'read', async (v) => (await keyed.listKeys(v)).map((k) => k.key));
 }
 
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof Error && 'code' in e) return String(e.code);
-    throw e;
-  }
-  return 'no error';
-}
 
 function prop(props: { property: string; value: string }[], name: string): number {
   const found = props.find((p) => p.property === name);

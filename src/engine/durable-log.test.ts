@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Prng } from '../lib/index.js';
 import { decodeLogBlock, encodeLogBlock } from './log-format.js';
-import { TEST_TUNING, createSimPool, importSimPool, pattern, simMachine } from './test-support.js';
+import { codeOf, createSimPool, importSimPool, pattern, simMachine, TEST_TUNING } from './test-support.js';
 
 const SMALL_EXTENTS = { ...TEST_TUNING, logExtentBytes: 32 * 1024 };
 
@@ -9,15 +9,6 @@ function record(i: number): Uint8Array {
   return pattern(i + 1, 100 + ((i * 977) % 3000));
 }
 
-async function codeOf(run: () => unknown): Promise<string> {
-  try {
-    await run();
-    return 'ok';
-  } catch (e) {
-    if (e instanceof Error && 'code' in e) return String(e.code);
-    throw e;
-  }
-}
 
 describe('log blocks', () => {
   it('decode only as the expected continuation, and never when torn', () => {

@@ -117,3 +117,14 @@ export function pattern(seed: number, length: number): Uint8Array {
   }
   return out;
 }
+
+/** The error code `run` (or the promise) fails with, or 'ok'; errors without a code are rethrown. */
+export async function codeOf(run: (() => unknown) | Promise<unknown>): Promise<string> {
+  try {
+    await (typeof run === 'function' ? run() : run);
+    return 'ok';
+  } catch (e) {
+    if (e instanceof Error && 'code' in e) return String(e.code);
+    throw e;
+  }
+}

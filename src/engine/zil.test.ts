@@ -6,22 +6,13 @@ import { describe, expect, it } from 'vitest';
 import { Prng } from '../lib/index.js';
 import * as keyed from './keyed.js';
 import type { Pool } from './pool.js';
-import { type SimMachine, TEST_TUNING, createSimPool, importSimPool, pattern, simMachine } from './test-support.js';
+import { codeOf, createSimPool, importSimPool, pattern, type SimMachine, simMachine, TEST_TUNING } from './test-support.js';
 import { txg } from './types.js';
 import { ZilOp, decodeZilRecord, encodeZilRecord } from './zil.js';
 
 const TUNING = { ...TEST_TUNING, logExtentBytes: 64 * 1024 };
 const KEYS = ['alpha', 'beta', 'gamma'];
 
-async function codeOf(run: () => unknown): Promise<string> {
-  try {
-    await run();
-    return 'ok';
-  } catch (e) {
-    if (e instanceof Error && 'code' in e) return String(e.code);
-    throw e;
-  }
-}
 
 function applyWrite(cur: Uint8Array, offset: number, data: Uint8Array): Uint8Array {
   if (data.length === 0) return cur;

@@ -107,13 +107,8 @@ export class FileDisk implements Disk {
   async write(offset: number, data: Uint8Array): Promise<void> {
     assert(!this.closed, 'FileDisk used after close');
     checkDiskRange(offset, data.length, this.bytes);
-    let done = 0;
     try {
-      while (done < data.length) {
-        const { bytesWritten } = await this.fh.write(data, done, data.length - done, offset + done);
-        assert(bytesWritten > 0, 'write made no progress');
-        done += bytesWritten;
-      }
+      await writeAll(this.fh, offset, data);
     } catch (e) {
       throw mapOsError(e, `write ${this.path}`, { path: this.path, offset, length: data.length });
     }
@@ -125,12 +120,7 @@ export class FileDisk implements Disk {
     checkDiskRange(offset, data.length, this.bytes);
     try {
       this.dsync ??= await open(this.path, constants.O_RDWR | constants.O_DSYNC);
-      let done = 0;
-      while (done < data.length) {
-        const { bytesWritten } = await this.dsync.write(data, done, data.length - done, offset + done);
-        assert(bytesWritten > 0, 'write made no progress');
-        done += bytesWritten;
-      }
+      await writeAll(this.dsync, offset, data);
     } catch (e) {
       throw mapOsError(e, `write ${this.path}`, { path: this.path, offset, length: data.length });
     }
@@ -162,5 +152,15 @@ export class FileDisk implements Disk {
     this.closed = true;
     await this.dsync?.close();
     await this.fh.close();
+  }
+}
+
+/** Writes all of `data` at `offset`, retrying short writes. */
+async function writeAll(fh: FileHandle, offset: number, data: Uint8Array): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await fh.write(data, done, data.length - done, offset + done);
+    assert(bytesWritten > 0, 'write made no progress');
+    done += bytesWritten;
   }
 }

@@ -2,39 +2,22 @@
 // pool cache in a fresh temp folder (removed afterwards), locks in a private lock folder. Bytes
 // that the CLI reads from stdin or writes to stdout go through the process's streams, which these
 // tests stand in for; everything read back is compared byte for byte.
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { Pool, keyed } from '../engine/index.js';
 import { FileDisk, Prng } from '../lib/index.js';
 import { main } from './cli.js';
+import { type Run as BaseRun, tempRoot } from './cli-test-support.js';
 import { cliPoolEnv } from './pool-open.js';
 
 const SEED = 20240612;
 const VDEV_SIZE = '64M';
 
-let root = '';
-let savedLockDir: string | undefined;
-let caseNo = 0;
+const temp = tempRoot('mirrorpool-cli-data-');
 
-beforeAll(async () => {
-  root = await mkdtemp(join(tmpdir(), 'mirrorpool-cli-data-'));
-  savedLockDir = process.env['MIRRORPOOL_LOCK_DIR'];
-  process.env['MIRRORPOOL_LOCK_DIR'] = join(root, 'locks');
-});
-
-afterAll(async () => {
-  if (savedLockDir === undefined) delete process.env['MIRRORPOOL_LOCK_DIR'];
-  else process.env['MIRRORPOOL_LOCK_DIR'] = savedLockDir;
-  await rm(root, { recursive: true, force: true });
-});
-
-interface Run {
-  code: number;
-  out: string;
-  err: string;
+interface Run extends BaseRun {
   /** What the command wrote to the process's stdout (bytes of get and read). */
   bytes: Buffer;
 }
@@ -65,7 +48,7 @@ async function runMain(args: string[], stdin: readonly Uint8Array[]): Promise<Ru
 
 /** A fresh home with pool `tank` and dataset `tank/ds`, and runners bound to that home. */
 async function workspace(): Promise<{ dir: string; vdev: string; cli: Cli; ok: Cli; piped: (stdin: readonly Uint8Array[], ...args: string[]) => Promise<Run> }> {
-  const base = join(root, `case-${++caseNo}`);
+  const base = temp.caseDir();
   const dir = join(base, 'files');
   await mkdir(dir, { recursive: true });
   const home = join(base, 'home');

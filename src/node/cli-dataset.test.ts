@@ -1,42 +1,23 @@
 // The dataset and snapshot commands end to end, in-process through main(): a real pool on vdev
 // files and a real pool cache in a fresh temp folder (removed afterwards), locks in a private lock
 // folder. Failures are checked by exit status and error code, and by the listing being unchanged.
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { main } from './cli.js';
+import { type Run, tempRoot } from './cli-test-support.js';
 import { VdevLock } from './vdev-lock.js';
 
 const VDEV_SIZE = '32M';
 
-let root = '';
-let savedLockDir: string | undefined;
-let caseNo = 0;
+const temp = tempRoot('mirrorpool-cli-dataset-');
 
-beforeAll(async () => {
-  root = await mkdtemp(join(tmpdir(), 'mirrorpool-cli-dataset-'));
-  savedLockDir = process.env['MIRRORPOOL_LOCK_DIR'];
-  process.env['MIRRORPOOL_LOCK_DIR'] = join(root, 'locks');
-});
-
-afterAll(async () => {
-  if (savedLockDir === undefined) delete process.env['MIRRORPOOL_LOCK_DIR'];
-  else process.env['MIRRORPOOL_LOCK_DIR'] = savedLockDir;
-  await rm(root, { recursive: true, force: true });
-});
-
-interface Run {
-  code: number;
-  out: string;
-  err: string;
-}
 
 type Cli = (...args: string[]) => Promise<Run>;
 
 /** A fresh home and vdev folder per test with pool `tank` created, and a runner bound to that home. */
 async function workspace(): Promise<{ dir: string; cli: Cli; ok: Cli }> {
-  const base = join(root, `case-${++caseNo}`);
+  const base = temp.caseDir();
   const dir = join(base, 'vdevs');
   await mkdir(dir, { recursive: true });
   const home = join(base, 'home');

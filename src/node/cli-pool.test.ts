@@ -3,44 +3,25 @@
 // are checked by exit status and error code, and by the cache file being byte-for-byte unchanged.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, readdir, realpath, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readFile, readdir, realpath, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ObjectType, Pool, dmu, objectId } from '../engine/index.js';
 import { FileDisk, Prng } from '../lib/index.js';
 import { main } from './cli.js';
+import { type Run, tempRoot } from './cli-test-support.js';
 import { cliPoolEnv } from './pool-open.js';
 import { VdevLock, lockDir } from './vdev-lock.js';
 
 const SEED = 20240611;
 const VDEV_SIZE = '16M';
 
-let root = '';
-let savedLockDir: string | undefined;
-let caseNo = 0;
+const temp = tempRoot('mirrorpool-cli-pool-');
 
-beforeAll(async () => {
-  root = await mkdtemp(join(tmpdir(), 'mirrorpool-cli-pool-'));
-  savedLockDir = process.env['MIRRORPOOL_LOCK_DIR'];
-  process.env['MIRRORPOOL_LOCK_DIR'] = join(root, 'locks');
-});
-
-afterAll(async () => {
-  if (savedLockDir === undefined) delete process.env['MIRRORPOOL_LOCK_DIR'];
-  else process.env['MIRRORPOOL_LOCK_DIR'] = savedLockDir;
-  await rm(root, { recursive: true, force: true });
-});
-
-interface Run {
-  code: number;
-  out: string;
-  err: string;
-}
 
 /** A fresh home and vdev folder per test, and a runner bound to that home. */
 async function workspace(): Promise<{ home: string; dir: string; vdev: (n: string) => string; cli: (...args: string[]) => Promise<Run> }> {
-  const base = join(root, `case-${++caseNo}`);
+  const base = temp.caseDir();
   const dir = join(base, 'vdevs');
   await mkdir(dir, { recursive: true });
   const home = join(base, 'home');
