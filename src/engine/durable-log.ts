@@ -25,7 +25,9 @@ import { type Dva, type ObjectId, type Txg, txg } from './types.js';
 export const LOG_EXTENT_BYTES_DEFAULT = 1024 * 1024;
 /** Extents kept allocated ahead of the writer: at least, and at most (see txgSynced). */
 const SPARE_EXTENTS_MIN = 2;
-const SPARE_EXTENTS_MAX = 32;
+const SPARE_EXTENTS_MAX = 256;
+/** ...but never more than this share of the pool's free space. */
+const SPARE_FREE_SHIFT = 5;
 /** Largest record: a log block must always fit in an extent. */
 export const LOG_RECORD_BYTES_MAX = 128 * 1024;
 const BONUS_BYTES = 32;
@@ -46,6 +48,8 @@ export interface LogHost {
   syncTask(run: (tx: dmu.Tx) => Promise<void>): Promise<void>;
   /** Allocates `bytes` of raw space in txg `t` (syncing context). ENOSPC. */
   allocate(bytes: number, t: Txg): Dva;
+  /** Free bytes of the pool (the log keeps its spare extents to a small share of them). */
+  freeBytes(): number;
   /** Frees raw space allocated in txg `birth` (syncing context). */
   free(dva: Dva, t: Txg, birth: Txg): void;
 }
@@ -317,7 +321,8 @@ export class DurableLog {
   }
 
   private allocateExtents(tx: dmu.Tx, count: number): void {
-    for (let i = 0; i < count; i++) {
+    const affordable = Math.floor((this.host.freeBytes() >> SPARE_FREE_SHIFT) / this.extentBytes);
+    for (let i = 0; i < Math.max(1, Math.min(count, affordable)); i++) {
       const dva = this.host.allocate(this.extentBytes, tx.txg);
       this.lastGen++;
       this.extents.push({ vdev: dva.vdev, offset: dva.offset, bytes: this.extentBytes, gen: this.lastGen, txg: tx.txg, usable: false });

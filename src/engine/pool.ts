@@ -150,6 +150,7 @@ export class Pool {
         return dva;
       },
       free: (dva, t, birth) => this.allocator.free(dva, t, birth),
+      freeBytes: () => this.allocator.freeBytes(),
     };
     this.dsl = new Dsl({
       poolName: this.name,
