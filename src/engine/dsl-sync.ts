@@ -190,7 +190,8 @@ export async function destroyHeadSync(c: Catalog, tx: dmu.Tx, node: HeadNode): P
   for (const bp of await blocksBornAfter(c.o.store, c.nameOf(node), r.root, r.prevSnapTxg)) c.o.store.free(bp, tx.txg);
   for (const obj of [r.deadlist, r.children, r.snapshots, r.bookmarks, r.props]) await dmu.freeObject(mos, tx, obj);
   if (r.intentLog !== 0) {
-    const zil = node.zil === null ? null : await node.zil;
+    // A log that failed to open is opened again here (its table is all the destroy needs).
+    const zil = node.zil === null ? null : await node.zil.catch(() => null);
     const log = zil?.log ?? (await c.o.host.openLog(r.intentLog)).log;
     await log.quiesce();
     await log.destroy(tx);
