@@ -4,8 +4,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { main } from './cli.js';
-import { type Run, tempRoot } from './cli-test-support.js';
+import { type Run, runCli, tempRoot } from './cli-test-support.js';
 import { VdevLock } from './vdev-lock.js';
 
 const VDEV_SIZE = '32M';
@@ -21,15 +20,7 @@ async function workspace(): Promise<{ dir: string; cli: Cli; ok: Cli }> {
   const dir = join(base, 'vdevs');
   await mkdir(dir, { recursive: true });
   const home = join(base, 'home');
-  const cli: Cli = async (...args) => {
-    let out = '';
-    let err = '';
-    const code = await main(['--home', home, ...args], {
-      out: { write: (s) => void (out += s) },
-      err: { write: (s) => void (err += s) },
-    });
-    return { code, out, err };
-  };
+  const cli: Cli = (...args) => runCli(home, args);
   const ok: Cli = async (...args) => {
     const r = await cli(...args);
     expect(r.code, `${args.join(' ')}: ${r.err}`).toBe(0);

@@ -8,8 +8,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ObjectType, Pool, dmu, objectId } from '../engine/index.js';
 import { FileDisk, Prng } from '../lib/index.js';
-import { main } from './cli.js';
-import { type Run, tempRoot } from './cli-test-support.js';
+import { type Run, runCli, tempRoot } from './cli-test-support.js';
 import { cliPoolEnv } from './pool-open.js';
 import { VdevLock, lockDir } from './vdev-lock.js';
 
@@ -25,15 +24,7 @@ async function workspace(): Promise<{ home: string; dir: string; vdev: (n: strin
   const dir = join(base, 'vdevs');
   await mkdir(dir, { recursive: true });
   const home = join(base, 'home');
-  const cli = async (...args: string[]): Promise<Run> => {
-    let out = '';
-    let err = '';
-    const code = await main(['--home', home, ...args], {
-      out: { write: (s) => void (out += s) },
-      err: { write: (s) => void (err += s) },
-    });
-    return { code, out, err };
-  };
+  const cli = (...args: string[]): Promise<Run> => runCli(home, args);
   return { home, dir, vdev: (n) => join(dir, n), cli };
 }
 

@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
+import { main } from './cli.js';
 
 export interface Run {
   code: number;
@@ -27,4 +28,15 @@ export function tempRoot(prefix: string): { root: () => string; caseDir: () => s
     await rm(root, { recursive: true, force: true });
   });
   return { root: () => root, caseDir: () => join(root, `case-${++caseNo}`) };
+}
+
+/** Runs main() with `--home home` and `args`, capturing what it prints. */
+export async function runCli(home: string, args: readonly string[]): Promise<Run> {
+  let out = '';
+  let err = '';
+  const code = await main(['--home', home, ...args], {
+    out: { write: (s) => void (out += s) },
+    err: { write: (s) => void (err += s) },
+  });
+  return { code, out, err };
 }
