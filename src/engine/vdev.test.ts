@@ -184,3 +184,26 @@ describe('top-level vdev', () => {
     }
   });
 });
+
+describe('leaf write merging', () => {
+  it('merges back-to-back writes that wait behind the ones in flight, and lands every byte', async () => {
+    const [disk] = disks(1, 31);
+    if (disk === undefined) throw new Error('no disk');
+    const v = mirror([disk]);
+    const writes = Array.from({ length: 64 }, (_, i) => ({ offset: i * 4096, data: pattern(4096, 100 + i) }));
+    await Promise.all(writes.map((w) => v.write(w.offset, w.data)));
+    expect(disk.stats.writes).toBeLessThan(writes.length);
+    for (const w of writes) expect(bytesEqual(await v.read(w.offset, 4096), w.data), `offset ${w.offset}`).toBe(true);
+  });
+
+  it('fails every write merged into a write the disk refused', async () => {
+    const [disk] = disks(1, 32);
+    if (disk === undefined) throw new Error('no disk');
+    const v = mirror([disk]);
+    const start = leafLayout(disk.size()).dataStartBytes;
+    disk.injectFault({ op: 'write', range: [start + 40 * 4096, start + 41 * 4096], effect: { kind: 'eio' } });
+    const results = await Promise.allSettled(Array.from({ length: 64 }, (_, i) => v.write(i * 4096, pattern(4096, i))));
+    expect(results[40]?.status).toBe('rejected');
+    expect(results[0]?.status).toBe('fulfilled'); // issued at once, alone
+  });
+});

@@ -6,7 +6,7 @@
 // took it. Counters feed the pool's metrics. Created by the pool (create/import, via label.ts's
 // readPool) and used by block-io.ts and label.ts.
 
-import { type Disk, assert, hasCode, limits, mpError } from '../lib/index.js';
+import { type Disk, assert, concatBytes, hasCode, limits, mpError } from '../lib/index.js';
 import { type Guid, type VdevIo, layout } from './types.js';
 
 /** Children of one mirror. */
@@ -65,6 +65,18 @@ export interface LeafSpec {
   readonly path: string;
 }
 
+/** Data writes one leaf has in flight before new ones wait to be merged. */
+export const LEAF_WRITES_IN_FLIGHT_MAX = 4;
+/** Largest merged write. */
+const MERGED_WRITE_BYTES_MAX = 4 * 1024 * 1024;
+
+interface PendingWrite {
+  readonly at: number;
+  readonly data: Uint8Array;
+  readonly done: () => void;
+  readonly fail: (e: unknown) => void;
+}
+
 /** One child of a top-level vdev: a Disk with its labels. */
 export class Leaf {
   readonly disk: Disk;
@@ -74,6 +86,8 @@ export class Leaf {
   /** Set when a write or sync failed: the copy may be stale, so reads try it last. */
   faulted = false;
   readonly counters: IoCounters = zeroCounters();
+  private writesInFlight = 0;
+  private waiting: PendingWrite[] = [];
 
   constructor(spec: LeafSpec) {
     this.disk = spec.disk;
@@ -90,8 +104,52 @@ export class Leaf {
 
   async writeData(offset: number, data: Uint8Array, durable = false): Promise<void> {
     const at = this.layout.dataStartBytes + offset;
-    await (durable ? this.disk.writeDurable(at, data) : this.disk.write(at, data));
+    if (durable) await this.disk.writeDurable(at, data);
+    else if (this.writesInFlight < LEAF_WRITES_IN_FLIGHT_MAX) await this.issue([{ at, data, done: () => undefined, fail: () => undefined }]);
+    else await new Promise<void>((done, fail) => this.waiting.push({ at, data, done, fail }));
     this.counters.writeBytes += data.length;
+  }
+
+  /**
+   * One disk write for writes that lie back to back (the allocator places a txg's blocks in
+   * runs); each resolves or fails with it. Writes that arrive while LEAF_WRITES_IN_FLIGHT_MAX are
+   * in flight wait and go out merged when one completes: a txg sync makes far fewer system calls.
+   */
+  private async issue(run: readonly PendingWrite[]): Promise<void> {
+    this.writesInFlight++;
+    try {
+      const first = run[0];
+      assert(first !== undefined);
+      const bytes = run.length === 1 ? first.data : concatBytes(run.map((w) => w.data));
+      await this.disk.write(first.at, bytes);
+      for (const w of run) w.done();
+    } catch (e) {
+      for (const w of run) w.fail(e);
+      throw e;
+    } finally {
+      this.writesInFlight--;
+      this.drain();
+    }
+  }
+
+  private drain(): void {
+    if (this.waiting.length === 0 || this.writesInFlight >= LEAF_WRITES_IN_FLIGHT_MAX) return;
+    const all = this.waiting.sort((x, y) => x.at - y.at);
+    this.waiting = [];
+    let run: PendingWrite[] = [];
+    let runBytes = 0;
+    const flush = (): void => {
+      if (run.length > 0) void this.issue(run).catch(() => undefined); // each member sees the error
+      run = [];
+      runBytes = 0;
+    };
+    for (const w of all) {
+      const last = run.at(-1);
+      if (last !== undefined && (last.at + last.data.length !== w.at || runBytes + w.data.length > MERGED_WRITE_BYTES_MAX)) flush();
+      run.push(w);
+      runBytes += w.data.length;
+    }
+    flush();
   }
 
   /** Reads `length` bytes at `offsetInLabel` of label `label`. */
