@@ -72,9 +72,30 @@ function writable(view: DatasetView): void {
 
 async function lookup(view: DatasetView, key: string): Promise<ObjectId> {
   checkKey(key);
-  const obj = await withDirectory(view.os, null, (dir) => dir.getNumber(key));
+  const cached = lookups.get(view.os)?.get(key);
+  if (cached !== undefined) return cached;
+  const obj = await withDirectory(view.os, null, async (dir) => {
+    const found = await dir.getNumber(key);
+    if (found !== undefined) remember(view.os, key, objectId(found));
+    return found;
+  });
   if (obj === undefined) throw mpError('ENOENT', `no key '${key}' in ${view.name}`, { dataset: view.name, key });
   return objectId(obj);
+}
+
+/**
+ * Keys looked up recently, per object set: a key's object changes only through this module's
+ * directory operations, which keep the entry current (set after the directory gained the key,
+ * deleted as it loses it), all under the directory lock.
+ */
+const lookups = new WeakMap<ObjectSet, Map<string, ObjectId>>();
+const LOOKUPS_MAX = 4096;
+
+function remember(os: ObjectSet, key: string, obj: ObjectId): void {
+  let m = lookups.get(os);
+  if (m === undefined) lookups.set(os, (m = new Map<string, ObjectId>()));
+  if (m.size >= LOOKUPS_MAX) m.clear();
+  m.set(key, obj);
 }
 
 async function touch(os: ObjectSet, tx: dmu.Tx, obj: ObjectId): Promise<void> {
@@ -177,6 +198,7 @@ async function createOrEmpty(view: DatasetView, tx: dmu.Tx, key: string, object:
     }
     await touch(view.os, tx, created);
     await dir.set(key, zapNumber(created));
+    remember(view.os, key, created);
     return created;
   });
 }
@@ -237,6 +259,7 @@ async function removeIn(view: DatasetView, tx: dmu.Tx, key: string, missingOk: b
       if (missingOk) return;
       throw mpError('ENOENT', `no key '${key}' in ${view.name}`, { dataset: view.name, key });
     }
+    lookups.get(view.os)?.delete(key);
     await dir.remove(key);
     await dmu.freeObject(view.os, tx, objectId(obj));
   });
