@@ -66,7 +66,7 @@ export interface LeafSpec {
 }
 
 /** Data writes one leaf has in flight before new ones wait to be merged. */
-export const LEAF_WRITES_IN_FLIGHT_MAX = 4;
+export const DISK_WRITES_IN_FLIGHT_MAX = 4;
 /** Largest merged write. */
 const MERGED_WRITE_BYTES_MAX = 4 * 1024 * 1024;
 
@@ -105,14 +105,14 @@ export class Leaf {
   async writeData(offset: number, data: Uint8Array, durable = false): Promise<void> {
     const at = this.layout.dataStartBytes + offset;
     if (durable) await this.disk.writeDurable(at, data);
-    else if (this.writesInFlight < LEAF_WRITES_IN_FLIGHT_MAX) await this.issue([{ at, data, done: () => undefined, fail: () => undefined }]);
+    else if (this.writesInFlight < DISK_WRITES_IN_FLIGHT_MAX) await this.issue([{ at, data, done: () => undefined, fail: () => undefined }]);
     else await new Promise<void>((done, fail) => this.waiting.push({ at, data, done, fail }));
     this.counters.writeBytes += data.length;
   }
 
   /**
    * One disk write for writes that lie back to back (the allocator places a txg's blocks in
-   * runs); each resolves or fails with it. Writes that arrive while LEAF_WRITES_IN_FLIGHT_MAX are
+   * runs); each resolves or fails with it. Writes that arrive while DISK_WRITES_IN_FLIGHT_MAX are
    * in flight wait and go out merged when one completes: a txg sync makes far fewer system calls.
    */
   private async issue(run: readonly PendingWrite[]): Promise<void> {
@@ -133,7 +133,7 @@ export class Leaf {
   }
 
   private drain(): void {
-    if (this.waiting.length === 0 || this.writesInFlight >= LEAF_WRITES_IN_FLIGHT_MAX) return;
+    if (this.waiting.length === 0 || this.writesInFlight >= DISK_WRITES_IN_FLIGHT_MAX) return;
     const all = this.waiting.sort((x, y) => x.at - y.at);
     this.waiting = [];
     let run: PendingWrite[] = [];
