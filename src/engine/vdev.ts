@@ -66,7 +66,7 @@ export interface LeafSpec {
 }
 
 /** Data writes one leaf has in flight before new ones wait to be merged. */
-export const DISK_WRITES_IN_FLIGHT_MAX = 4;
+export const DISK_WRITES_IN_FLIGHT_MAX = 2;
 /** Largest merged write. */
 const MERGED_WRITE_BYTES_MAX = 4 * 1024 * 1024;
 
