@@ -18,9 +18,9 @@
 import { type Random, assert, mpError, readU64, readU64Number, writeU64, writeU64Number } from '../lib/index.js';
 import * as dmu from './dmu.js';
 import { ObjectType } from './dnode.js';
-import { type LogExtent, type LogRecord, LOG_BLOCK_HEADER_BYTES, blockBytesFor, decodeExtents, decodeLogBlock, encodeExtents, encodeLogBlock } from './log-format.js';
+import { type LogExtent, type LogRecord, LOG_BLOCK_HEADER_BYTES, blockBytesFor, blockBytesOf, decodeExtents, decodeLogBlock, encodeExtents, encodeLogBlock, recordBytes } from './log-format.js';
 import type { ObjectSet } from './objset.js';
-import { type Dva, type ObjectId, type Txg, txg } from './types.js';
+import { type Dva, type ObjectId, type Txg } from './types.js';
 
 export const LOG_EXTENT_BYTES_DEFAULT = 1024 * 1024;
 /** Extents kept allocated ahead of the writer: at least, and at most (see txgSynced). */
@@ -31,7 +31,6 @@ const SPARE_FREE_SHIFT = 5;
 /** Largest record: a log block must always fit in an extent. */
 export const LOG_RECORD_BYTES_MAX = 128 * 1024;
 const BONUS_BYTES = 32;
-const ENTRY_TXG_AT = 32;
 
 export interface LogVdev {
   /** Durable when it resolves, flushing nothing else (a txg's data is not waited for). */
@@ -55,15 +54,10 @@ export interface LogHost {
 }
 
 interface Extent extends LogExtent {
-  readonly txg: Txg;
   /** Seq of its first record, once known (written or found by the scan). */
   firstSeq?: number;
   /** Its txg is durable: it may hold records. */
   usable: boolean;
-}
-
-interface Pending {
-  readonly record: LogRecord;
 }
 
 export class DurableLog {
@@ -80,7 +74,7 @@ export class DurableLog {
   private pos = 0;
   private nextSeq: number;
   private durableSeq: number;
-  private queue: Pending[] = [];
+  private queue: LogRecord[] = [];
   private flushing: Promise<void> | null = null;
   private growing: Promise<void> | null = null;
   private waiters: { seq: number; resolve: () => void; reject: (e: Error) => void }[] = [];
@@ -125,9 +119,7 @@ export class DurableLog {
     if (bonus.length < BONUS_BYTES) throw mpError('EPROTO', 'log object bonus is too short', where);
     const info = await dmu.objectInfo(host.mos, obj);
     const table = await dmu.read(host.mos, obj, 0, info.size);
-    const txgs: Txg[] = [];
-    for (let at = 0; at < table.length; at += 40) txgs.push(txg(readU64Number(table, at + ENTRY_TXG_AT)));
-    const extents: Extent[] = decodeExtents(table, where).map((e, i) => ({ ...e, txg: txgs[i] ?? txg(0), usable: true }));
+    const extents: Extent[] = decodeExtents(table, where).map((e) => ({ ...e, usable: true }));
     for (const e of extents) {
       if (host.vdevs[e.vdev] === undefined) throw mpError('EPROTO', `log extent on missing vdev ${e.vdev}`, where);
     }
@@ -190,14 +182,17 @@ export class DurableLog {
     return v;
   }
 
-  /** Appends a record (in order, synchronously); returns its seq. Durable after waitDurable(seq). */
+  /**
+   * Appends a record (in order, synchronously); returns its seq. Durable after waitDurable(seq).
+   * The log keeps `data` until the record is written: the caller must not change it.
+   */
   append(data: Uint8Array): number {
     if (this.failure !== null) throw this.failure;
     if (data.length > this.recordBytesMax) {
       throw mpError('EINVAL', `a log record holds at most ${this.recordBytesMax} bytes, got ${data.length}`, { bytes: data.length });
     }
     const seq = this.nextSeq++;
-    this.queue.push({ record: { seq, data: data.slice() } });
+    this.queue.push({ seq, data });
     return seq;
   }
 
@@ -267,17 +262,16 @@ export class DurableLog {
 
   /** The queued records that fit one block in one extent, in order. */
   private takeBatch(): LogRecord[] {
-    const batch: LogRecord[] = [];
-    const lengths: number[] = [];
-    while (this.queue.length > 0) {
-      const next = this.queue[0];
-      assert(next !== undefined);
-      if (batch.length > 0 && blockBytesFor([...lengths, next.record.data.length]) > this.extentBytes / 2) break;
-      this.queue.shift();
-      batch.push(next.record);
-      lengths.push(next.record.data.length);
+    // blockBytesFor as a running sum: a batch of many writers' records is taken in one pass.
+    let raw = LOG_BLOCK_HEADER_BYTES;
+    let count = 0;
+    for (const r of this.queue) {
+      const next = raw + recordBytes(r.data.length);
+      if (count > 0 && blockBytesOf(next) > this.extentBytes / 2) break;
+      raw = next;
+      count++;
     }
-    return batch;
+    return this.queue.splice(0, count);
   }
 
   private fits(bytes: number): boolean {
@@ -373,7 +367,6 @@ export class DurableLog {
 
   private async writeState(tx: dmu.Tx): Promise<void> {
     const table = encodeExtents(this.extents);
-    this.extents.forEach((e, i) => writeU64Number(table, i * 40 + ENTRY_TXG_AT, e.txg));
     await dmu.truncate(this.host.mos, tx, this.obj, 0);
     if (table.length > 0) await dmu.write(this.host.mos, tx, this.obj, 0, table);
     const bonus = new Uint8Array(BONUS_BYTES);

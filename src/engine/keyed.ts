@@ -332,7 +332,7 @@ export async function listKeys(view: DatasetView, options: { prefix?: string; af
       ...(options.after === undefined ? {} : { after: options.after }),
       ...(options.limit === undefined ? {} : { limit: options.limit }),
     });
-    for await (const e of iter) out.push({ key: new TextDecoder().decode(e.key), obj: objectId(Number(readU64Number(e.value, 0))) });
+    for await (const e of iter) out.push({ key: new TextDecoder().decode(e.key), obj: objectId(readU64Number(e.value, 0)) });
     return out;
   });
   const infos: KeyInfo[] = [];

@@ -12,10 +12,10 @@
 // has another generation.
 //
 // Extent table entry (EXTENT_ENTRY_BYTES): 0 vdev u32 | 4 reserved | 8 offset u64 | 16 bytes u64 |
-//   24 generation u64 | 32 reserved u64.
+//   24 generation u64 | 32 txg that allocated it u64.
 
 import { bytesEqual, fletcher4, mpError, readU64, readU64Number, writeU64, writeU64Number } from '../lib/index.js';
-import { layout } from './types.js';
+import { type Txg, layout, txg } from './types.js';
 
 export const LOG_BLOCK_HEADER_BYTES = 96;
 export const EXTENT_ENTRY_BYTES = 40;
@@ -28,6 +28,8 @@ export interface LogExtent {
   readonly offset: number;
   readonly bytes: number;
   readonly gen: bigint;
+  /** The txg that allocated it (its space is freed as born then). */
+  readonly txg: Txg;
 }
 
 export interface LogRecord {
@@ -35,10 +37,19 @@ export interface LogRecord {
   readonly data: Uint8Array;
 }
 
+/** Bytes one record of `length` adds to a block (its length prefix and bytes). */
+export function recordBytes(length: number): number {
+  return 4 + length;
+}
+
+/** Bytes on disk of a block whose header and records take `raw` bytes. */
+export function blockBytesOf(raw: number): number {
+  return Math.ceil(raw / layout.sectorBytes) * layout.sectorBytes;
+}
+
 /** Bytes a block holding records of these lengths takes on disk. */
 export function blockBytesFor(lengths: readonly number[]): number {
-  const raw = LOG_BLOCK_HEADER_BYTES + lengths.reduce((s, n) => s + 4 + n, 0);
-  return Math.ceil(raw / layout.sectorBytes) * layout.sectorBytes;
+  return blockBytesOf(LOG_BLOCK_HEADER_BYTES + lengths.reduce((s, n) => s + recordBytes(n), 0));
 }
 
 export function encodeLogBlock(guid: bigint, gen: bigint, records: readonly LogRecord[]): Uint8Array {
@@ -106,6 +117,7 @@ export function encodeExtents(extents: readonly LogExtent[]): Uint8Array {
     writeU64Number(out, at + 8, e.offset);
     writeU64Number(out, at + 16, e.bytes);
     writeU64(out, at + 24, e.gen);
+    writeU64Number(out, at + 32, e.txg);
   });
   return out;
 }
@@ -115,7 +127,13 @@ export function decodeExtents(bytes: Uint8Array, where: Record<string, unknown>)
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   const out: LogExtent[] = [];
   for (let at = 0; at < bytes.length; at += EXTENT_ENTRY_BYTES) {
-    const e = { vdev: view.getUint32(at, true), offset: readU64Number(bytes, at + 8), bytes: readU64Number(bytes, at + 16), gen: readU64(bytes, at + 24) };
+    const e = {
+      vdev: view.getUint32(at, true),
+      offset: readU64Number(bytes, at + 8),
+      bytes: readU64Number(bytes, at + 16),
+      gen: readU64(bytes, at + 24),
+      txg: txg(readU64Number(bytes, at + 32)),
+    };
     if (e.bytes === 0 || e.offset % layout.sectorBytes !== 0 || e.bytes % layout.sectorBytes !== 0 || e.gen === 0n) {
       throw mpError('EPROTO', 'log extent table entry is invalid', { ...where, entry: at / EXTENT_ENTRY_BYTES });
     }
