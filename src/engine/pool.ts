@@ -351,6 +351,14 @@ export class Pool {
     return this.ub;
   }
 
+  /**
+   * True while a checkpoint exists or its discard still runs: vdev attach/detach and reguid are
+   * refused then (the checkpointed state must stay importable as it was).
+   */
+  checkpointHeld(): boolean {
+    return this.ub.checkpointTxg !== 0;
+  }
+
   /** offsetNext after syncing the object if it has unsynced changes (as ZFS does). */
   async offsetNext(os: ObjectSet, obj: ObjectId, offset: number, hole: boolean): Promise<number | null> {
     if (os.isDirty(obj)) await this.sync();
