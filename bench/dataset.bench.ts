@@ -25,11 +25,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { FileDisk, Prng, SystemClock, SystemRandom } from '../src/lib/index.js';
 import { Pool, type PoolTuning, keyed } from '../src/engine/index.js';
-import { type Figure, figure, GiB, MiB } from './harness.js';
+import { type Figure, figure, fullGc, GiB, MiB } from './harness.js';
 
 const SUITE = 'dataset';
 const POOL_FILE_BYTES = 2 * GiB;
@@ -67,23 +65,12 @@ interface Sample {
   readonly cpuMs: number;
 }
 
-/** A full collection on demand (the flag is read when a context is created). */
-function collector(): () => void {
-  setFlagsFromString('--expose-gc');
-  const gc: unknown = runInNewContext('gc');
-  if (typeof gc !== 'function') throw new Error('bench: no gc() even with --expose-gc');
-  return gc as () => void;
-}
-
-/** Made on first use, so importing this suite changes nothing for the others. */
-let collect: (() => void) | null = null;
 /** Time for the collector's concurrent sweeping to finish after collect() (5 ms was too short). */
 const SETTLE_MS = 25;
 
 /** Times `fn` after a full collection and a pause (see the top of the file). */
 async function timed(fn: () => Promise<unknown>): Promise<Sample> {
-  collect ??= collector();
-  collect();
+  fullGc();
   await sleep(SETTLE_MS);
   const cpu = process.cpuUsage();
   const start = performance.now();

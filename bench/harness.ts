@@ -2,6 +2,9 @@
 // fixed limit) and reported as a ratio, so a slower or faster machine does not change the verdict.
 // Suites return Figures; run.ts prints the table and writes bench/results/latest.json.
 
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+
 export interface Figure {
   suite: string;
   name: string;
@@ -38,6 +41,20 @@ export async function rate(fn: () => unknown, options: { minMs?: number; minCall
     elapsed = performance.now() - start;
   }
   return calls / (elapsed / 1000);
+}
+
+/** Made on first use, so importing the harness changes nothing for suites that never collect. */
+let collect: (() => void) | null = null;
+
+/** A full garbage collection now (the --expose-gc flag is read when a context is created). */
+export function fullGc(): void {
+  if (collect === null) {
+    setFlagsFromString('--expose-gc');
+    const gc: unknown = runInNewContext('gc');
+    if (typeof gc !== 'function') throw new Error('bench: no gc() even with --expose-gc');
+    collect = gc as () => void;
+  }
+  collect();
 }
 
 export const MiB = 1024 * 1024;

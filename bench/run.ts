@@ -3,12 +3,13 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { type Figure, formatTable, meets } from './harness.js';
+import * as checkpoint from './checkpoint.bench.js';
 import * as checksum from './checksum.bench.js';
 import * as dataset from './dataset.bench.js';
 import * as zil from './intent-log.bench.js';
 import * as pool from './pool.bench.js';
 
-const SUITES: Record<string, { run(): Promise<Figure[]> }> = { checksum, pool, dataset, zil };
+const SUITES: Record<string, { run(): Promise<Figure[]> }> = { checksum, pool, dataset, zil, checkpoint };
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);

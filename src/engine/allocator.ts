@@ -39,6 +39,8 @@ export class SpaceAllocator {
   private rotorRunBytes = 0;
   /** The rotor vdev's run length, set when the rotor moves (recomputing per block would cost a scan). */
   private rotorShareBytes = ROTOR_RUN_BYTES;
+  private retainTxg = 0;
+  private retained: Dva[] = [];
 
   constructor(groups: readonly MetaslabGroup[] = []) {
     for (const g of groups) this.addGroup(g);
@@ -76,9 +78,35 @@ export class SpaceAllocator {
     });
   }
 
-  /** Frees one DVA of a block born in `birthTxg` (immediately when born in `txg`, else deferred). */
+  /**
+   * Frees one DVA of a block born in `birthTxg` (immediately when born in `txg`, else deferred).
+   * While a checkpoint retains space (retainTxg > 0), a block born at or before it stays
+   * allocated instead: it is handed to the checkpoint (takeRetained) and never reused.
+   */
   free(dva: Dva, txg: Txg, birthTxg: Txg): void {
+    if (this.retainTxg > 0 && birthTxg <= this.retainTxg) {
+      this.group(dva.vdev).checkAllocated(dva.offset, dva.asize);
+      this.retained.push(dva);
+      return;
+    }
     this.group(dva.vdev).free(dva.offset, dva.asize, txg, birthTxg);
+  }
+
+  /** Blocks born at or before `t` are retained when freed (0: none are). */
+  retainBornUpTo(t: Txg | 0): void {
+    assert(this.retained.length === 0, 'retention changes with retained frees not yet taken');
+    this.retainTxg = t;
+  }
+
+  get retainingTxg(): number {
+    return this.retainTxg;
+  }
+
+  /** The frees retained since the last call (the checkpoint records them in the same txg). */
+  takeRetained(): Dva[] {
+    const out = this.retained;
+    this.retained = [];
+    return out;
   }
 
   /** Writes txg's space map records on every vdev (volatile until the pool syncs its disks). */

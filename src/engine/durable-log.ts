@@ -403,3 +403,20 @@ export async function logExtentRanges(mos: ObjectSet, obj: ObjectId): Promise<Dv
   return decodeExtents(table, { object: obj }).map((e) => ({ vdev: e.vdev, offset: e.offset, asize: e.bytes }));
 }
 
+
+/**
+ * Syncing context: empties the log in `obj` without freeing its extents (a pool rewound to its
+ * checkpoint drops every record). The log takes a new guid, so no block written under the old
+ * one verifies again — neither in its extents nor in space it held after the checkpoint — and
+ * its next record goes to the start of its first extent.
+ */
+export async function resetLogObject(mos: ObjectSet, tx: dmu.Tx, obj: ObjectId, random: Random): Promise<void> {
+  const bonus = await dmu.bonus(mos, obj);
+  if (bonus.length < BONUS_BYTES) throw mpError('EPROTO', 'log object bonus is too short', { object: obj });
+  const next = bonus.slice(0, BONUS_BYTES);
+  let g = 0n;
+  while (g === 0n || g === readU64(bonus, 0)) g = random.u64();
+  writeU64(next, 0, g);
+  writeU64Number(next, 24, readU64Number(bonus, 16));
+  await dmu.setBonus(mos, tx, obj, next);
+}

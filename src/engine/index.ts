@@ -1,6 +1,8 @@
 // The public surface of src/engine: one node's pool engine. Other layers import only this file.
 export { Pool } from './pool.js';
 export type { LeafInput, PoolEnv, PoolStatus, PoolTuning } from './pool.js';
+export type { CheckpointRecord, CheckpointState, CheckpointStatus } from './checkpoint.js';
+export { DISCARD_MEMORY_BYTES_DEFAULT } from './checkpoint.js';
 export type { TxHandle } from './txg.js';
 export * as dmu from './dmu.js';
 export type { Tx, CreateOptions, ObjectInfo } from './dmu.js';

@@ -2,7 +2,13 @@
 // at the front, two at the back; vdev.ts places them). Import (readPool) finds the pool from the
 // disks alone: the config with the highest txg names every vdev, and the newest uberblock that
 // verifies on any label is the pool's root. Writes go even labels, sync, odd labels, sync, so a
-// crash never tears every copy of what was there before. Called by pool create/import/sync.
+// crash never tears every copy of what was there before. Called by pool create/import/sync and by
+// vdev-admin.ts (add, attach, detach, reguid).
+//
+// Reguid: a label a crash left with the pool's previous guid still belongs to the pool when the
+// newest config names its leaf, and an uberblock is the pool's when its guid is one that a config
+// of the same leaf carries (vdev-admin.ts writes the new guid to the even labels, then the
+// uberblock, then the odd labels, so some label always names the guid of the newest uberblock).
 //
 // Label (layout.labelBytes): config area (layout.labelConfigBytes) then UBERBLOCK_RING_SLOTS
 // uberblock slots of layout.uberblockBytes; txg t lives in slot t % UBERBLOCK_RING_SLOTS.
@@ -286,8 +292,8 @@ const PHASES: readonly (readonly number[])[] = [
   [1, 3],
 ];
 
-function allLeaves(vdevs: readonly TopVdev[]): { top: TopVdev; leaf: Leaf }[] {
-  return vdevs.flatMap((top) => top.children.map((leaf) => ({ top, leaf })));
+function allLeaves(vdevs: readonly TopVdev[]): Leaf[] {
+  return vdevs.flatMap((top) => top.children);
 }
 
 /** False (and the leaf marked faulted) when the device failed the I/O; other errors propagate. */
@@ -309,55 +315,88 @@ async function succeeded(leaf: Leaf, io: Promise<void>): Promise<boolean> {
  * it; EIO when no copy anywhere became durable. Failing leaves are marked faulted.
  */
 async function writeInTwoPhases(
-  vdevs: readonly TopVdev[],
+  leaves: readonly Leaf[],
   what: string,
   writeOne: (leaf: Leaf, label: number) => Promise<void>,
+  phases: readonly (readonly number[])[] = PHASES,
 ): Promise<void> {
-  const leaves = allLeaves(vdevs);
   let durable = 0;
-  for (const labels of PHASES) {
+  for (const labels of phases) {
     const written = await Promise.all(
-      leaves.map(async ({ leaf }) => {
+      leaves.map(async (leaf) => {
         let n = 0;
         for (const label of labels) if (await succeeded(leaf, writeOne(leaf, label))) n++;
         return n;
       }),
     );
-    const synced = await Promise.all(leaves.map(({ leaf }) => succeeded(leaf, leaf.disk.sync())));
+    const synced = await Promise.all(leaves.map((leaf) => succeeded(leaf, leaf.disk.sync())));
     for (const [i, n] of written.entries()) if (synced[i] === true) durable += n;
   }
-  if (durable === 0) throw mpError('EIO', `${what}: no label could be written`, { vdevs: vdevs.length });
+  if (durable === 0) throw mpError('EIO', `${what}: no label could be written`, { leaves: leaves.length });
+}
+
+export interface WriteLabelsOptions {
+  /** Also zero the uberblock rings (create: a disk's old contents must not look like this pool's uberblocks). */
+  readonly initialize?: boolean;
+  /** Only labels 0 and 2 (the first phase): reguid writes the odd ones after the uberblock. */
+  readonly evenOnly?: boolean;
+  /**
+   * Only these leaves (a disk joining the pool: its labels must be durable before any other
+   * label names it, or a crash would leave a config naming a disk that shows no label).
+   */
+  readonly onlyLeaves?: readonly Leaf[];
 }
 
 /**
- * Writes the config to all labels of every leaf (create, import, any config change; bump
- * config.txg on every change). With `initialize` the uberblock rings are zeroed too (create: a
- * disk's old contents must not look like this pool's uberblocks).
+ * Writes the config to all labels of every leaf it names (create, import, any config change;
+ * bump config.txg on every change). A live child the config no longer names (detach) is left
+ * alone; every child the config names must be live.
  */
-export async function writeLabels(vdevs: readonly TopVdev[], config: PoolConfig, options: { initialize?: boolean } = {}): Promise<void> {
+export async function writeLabels(vdevs: readonly TopVdev[], config: PoolConfig, options: WriteLabelsOptions = {}): Promise<void> {
   assert(config.vdevs.length === vdevs.length, 'writeLabels: config and vdevs differ');
+  const areas = new Map<Leaf, Uint8Array>();
   for (const [i, top] of vdevs.entries()) {
     const v = config.vdevs[i];
     assert(v !== undefined && top.index === i && v.index === i && v.guid === top.guid, `writeLabels: vdev ${i} differs`);
-    assert(v.children.length === top.children.length && v.children.every((c, j) => c.guid === top.children[j]?.guid));
+    for (const c of v.children) {
+      const leaf = top.children.find((l) => l.guid === c.guid);
+      assert(leaf !== undefined, `writeLabels: vdev ${i} has no child ${c.guid}`);
+      const area = encodeConfigArea({ ...config, leafGuid: leaf.guid, topIndex: top.index });
+      areas.set(leaf, options.initialize === true ? concatBytes([area, new Uint8Array(layout.labelBytes - area.length)]) : area);
+    }
   }
-  const areas = new Map<Leaf, Uint8Array>();
-  for (const { top, leaf } of allLeaves(vdevs)) {
-    const area = encodeConfigArea({ ...config, leafGuid: leaf.guid, topIndex: top.index });
-    areas.set(leaf, options.initialize === true ? concatBytes([area, new Uint8Array(layout.labelBytes - area.length)]) : area);
+  if (options.onlyLeaves !== undefined) {
+    const only = new Set(options.onlyLeaves);
+    assert(options.onlyLeaves.every((l) => areas.has(l)), 'writeLabels: onlyLeaves names a leaf the config does not');
+    for (const leaf of [...areas.keys()]) if (!only.has(leaf)) areas.delete(leaf);
   }
-  await writeInTwoPhases(vdevs, 'write labels', (leaf, label) => {
+  const phases = options.evenOnly === true ? PHASES.slice(0, 1) : PHASES;
+  const write = (leaf: Leaf, label: number): Promise<void> => {
     const bytes = areas.get(leaf);
     assert(bytes !== undefined);
     return leaf.writeLabel(label, 0, bytes);
-  });
+  };
+  await writeInTwoPhases([...areas.keys()], 'write labels', write, phases);
+}
+
+/**
+ * Zeroes all four labels of each leaf (config and uberblock ring) and syncs: a disk about to join
+ * a pool must not show another pool's (or an earlier life's) labels, and a detached one no longer
+ * claims to be a member. EIO when a leaf could not be cleared.
+ */
+export async function clearLabels(leaves: readonly Leaf[]): Promise<void> {
+  const zeros = new Uint8Array(layout.labelBytes);
+  for (const leaf of leaves) {
+    for (let label = 0; label < layout.labelCount; label++) await leaf.writeLabel(label, 0, zeros);
+    await leaf.disk.sync();
+  }
 }
 
 /** Writes `ub` to its ring slot in every label of every leaf: labels 0 and 2, sync, 1 and 3, sync. */
 export async function writeUberblock(vdevs: readonly TopVdev[], ub: Uberblock): Promise<void> {
   const slot = encodeUberblock(ub);
   const at = layout.labelConfigBytes + uberblockSlot(ub.txg) * UB_BYTES;
-  await writeInTwoPhases(vdevs, `write uberblock ${ub.txg}`, (leaf, label) => leaf.writeLabel(label, at, slot));
+  await writeInTwoPhases(allLeaves(vdevs), `write uberblock ${ub.txg}`, (leaf, label) => leaf.writeLabel(label, at, slot));
 }
 
 // ---- import ----
@@ -421,7 +460,11 @@ export interface ImportedPool {
   readonly uberblock: Uberblock;
   /** Every valid uberblock of this pool on every label, newest first. */
   readonly uberblocks: readonly FoundUberblock[];
-  /** Highest uberblock txg on disk, ignoring maxTxg: after a rewind, new txgs must pass it. */
+  /**
+   * Highest txg on disk — of an uberblock, or of the config when a crash came between its labels
+   * and its uberblock — ignoring maxTxg: new txgs must pass it (after a rewind too), so no two
+   * configs ever carry the same txg.
+   */
   readonly newestTxgOnDisk: Txg;
   /** Top-level vdevs built from the config over the given disks (index = vdev index). */
   readonly vdevs: readonly TopVdev[];
@@ -448,22 +491,19 @@ export async function readPool(disks: readonly Disk[], options: ReadPoolOptions 
     if (c === undefined) throw mpError('EPROTO', `disk ${disk} is not a mirrorpool vdev (no valid label)`, { disk });
     return c;
   });
-  const pools = new Map(own.map((c) => [c.poolGuid, c.name]));
-  if (pools.size > 1) {
-    const list = [...pools].map(([g, name]) => ({ poolGuid: g.toString(), name }));
-    throw mpError('EINVAL', `the disks belong to ${pools.size} pools: ${list.map((p) => p.name).join(', ')}`, { pools: list });
-  }
-  const config = own.reduce((best, c) => (c.txg > best.txg ? c : best));
+  const newestCfg = own.reduce((best, c) => (c.txg > best.txg ? c : best));
+  checkOnePool(newestCfg, own);
   const byLeaf = new Map<Guid, number>();
   for (const [disk, c] of own.entries()) {
     if (byLeaf.has(c.leafGuid)) throw mpError('EINVAL', `two disks claim leaf ${c.leafGuid}`, { leafGuid: c.leafGuid.toString() });
     byLeaf.set(c.leafGuid, disk);
   }
-  const vdevs = config.vdevs.map((v) => assembleVdev(v, disks, byLeaf));
+  const { config, vdevs } = assembleConfig(newestCfg, labels, disks, byLeaf);
   const members = new Set(config.vdevs.flatMap((v) => v.children.map((c) => byLeaf.get(c.guid))));
+  const guids = poolGuidsOf(config, labels, own, members);
   const found = labels
     .flatMap((l, disk) => (members.has(disk) ? l.uberblocks.map((u) => ({ ...u, disk })) : []))
-    .filter((u) => u.uberblock.poolGuid === config.poolGuid && u.uberblock.rootBp.dvas.every((d) => d.vdev < vdevs.length))
+    .filter((u) => guids.has(u.uberblock.poolGuid) && u.uberblock.rootBp.dvas.every((d) => d.vdev < vdevs.length))
     .sort((a, b) => b.uberblock.txg - a.uberblock.txg);
   const newest = found[0];
   if (newest === undefined) throw mpError('EPROTO', `pool ${config.name} has no valid uberblock`, { pool: config.name });
@@ -474,10 +514,64 @@ export async function readPool(disks: readonly Disk[], options: ReadPoolOptions 
     config: poolConfig,
     uberblock: pick.uberblock,
     uberblocks: found,
-    newestTxgOnDisk: newest.uberblock.txg,
+    newestTxgOnDisk: Math.max(newest.uberblock.txg, newestCfg.txg) as Txg,
     vdevs,
     unusedDisks: disks.map((_d, i) => i).filter((i) => !members.has(i)),
   };
+}
+
+/**
+ * EINVAL unless every disk is of the pool of `newest` (the config with the highest txg): same
+ * guid, or an older config naming a leaf of the newest (a label a reguid had not rewritten).
+ */
+function checkOnePool(newest: LabelConfig, own: readonly LabelConfig[]): void {
+  const leaves = new Set(newest.vdevs.flatMap((v) => v.children.map((c) => c.guid)));
+  const foreign = own.filter((c) => c.poolGuid !== newest.poolGuid && !(c.txg < newest.txg && leaves.has(c.leafGuid)));
+  if (foreign.length === 0) return;
+  const pools = new Map([newest, ...foreign].map((c) => [c.poolGuid, c.name]));
+  const list = [...pools].map(([g, name]) => ({ poolGuid: g.toString(), name }));
+  throw mpError('EINVAL', `the disks belong to ${pools.size} pools: ${list.map((p) => p.name).join(', ')}`, { pools: list });
+}
+
+/**
+ * The guids the pool's uberblocks may carry: the newest config's, and any other that a config
+ * of the same leaf (this life of the disk in the pool) still carries on a member disk — the
+ * guid before a reguid whose labels a crash cut short.
+ */
+function poolGuidsOf(config: LabelConfig, labels: readonly DiskLabels[], own: readonly LabelConfig[], members: ReadonlySet<number | undefined>): Set<Guid> {
+  const guids = new Set<Guid>([config.poolGuid]);
+  for (const [disk, l] of labels.entries()) {
+    if (!members.has(disk)) continue;
+    const leafGuid = own[disk]?.leafGuid;
+    for (const { config: c } of l.configs) if (c.leafGuid === leafGuid) guids.add(c.poolGuid);
+  }
+  return guids;
+}
+
+/**
+ * The vdevs of the newest config — or, when it names a disk that is missing and no uberblock of
+ * its txg or later exists, of the config before it: a change whose uberblock never landed may
+ * name a disk whose own labels a crash kept from becoming durable (a mirror added with several
+ * new disks), and until that uberblock every uberblock on disk is described by the older config.
+ */
+function assembleConfig(
+  newest: LabelConfig,
+  labels: readonly DiskLabels[],
+  disks: readonly Disk[],
+  byLeaf: ReadonlyMap<Guid, number>,
+): { config: LabelConfig; vdevs: TopVdev[] } {
+  try {
+    return { config: newest, vdevs: newest.vdevs.map((v) => assembleVdev(v, disks, byLeaf)) };
+  } catch (e) {
+    if (!hasCode(e, 'ENOENT')) throw e;
+    const committed = labels.some((l) => l.uberblocks.some((u) => u.uberblock.txg >= newest.txg));
+    const older = labels
+      .flatMap((l) => l.configs.map((c) => c.config))
+      .filter((c) => c.poolGuid === newest.poolGuid && c.txg < newest.txg)
+      .reduce<LabelConfig | undefined>((best, c) => (best === undefined || c.txg > best.txg ? c : best), undefined);
+    if (committed || older === undefined) throw e;
+    return { config: older, vdevs: older.vdevs.map((v) => assembleVdev(v, disks, byLeaf)) };
+  }
 }
 
 /** Builds one TopVdev from its config; ENOENT for a missing child, EPROTO for a truncated one. */

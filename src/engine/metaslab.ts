@@ -183,6 +183,13 @@ export class Metaslab {
     treeAt(this.pendingFrees, txg).add(offset, sizeBytes);
   }
 
+  /** Allocated and not pending a free. */
+  isAllocated(offset: number, sizeBytes: number): boolean {
+    if (!this.allocated.contains(offset, sizeBytes)) return false;
+    for (const tree of this.pendingFrees.values()) if (tree.overlaps(offset, sizeBytes)) return false;
+    return true;
+  }
+
   /** Does sync(txg) have anything to write? */
   needsSync(txg: number): boolean {
     return this.pendingAllocs.has(txg) || this.pendingFrees.has(txg) || this.spaceMap.needsWrite;
@@ -317,6 +324,32 @@ export class MetaslabGroup {
     const ms = this.metaslabs[this.metaslabIndexOf(offset)];
     assert(ms !== undefined, `free at ${offset} outside vdev ${this.vdev}'s metaslabs`);
     ms.free(offset, sizeBytes, txg, birthTxg);
+  }
+
+  /**
+   * The allocated ranges (pending frees included) less `kept`, each within one metaslab. EPROTO
+   * when something in `kept` is not allocated.
+   */
+  allocatedExcept(kept: readonly { offset: number; asize: number }[]): Range[] {
+    const trees = this.metaslabs.map((ms) => {
+      const tree = new RangeTree(SECTOR_BYTES);
+      for (const r of ms.snapshot().allocated) tree.add(r.start, r.size);
+      return tree;
+    });
+    for (const k of kept) {
+      const tree = trees[this.metaslabIndexOf(k.offset)];
+      if (tree === undefined || !tree.contains(k.offset, k.asize)) {
+        throw mpError('EPROTO', `[${k.offset}, ${k.offset + k.asize}) on vdev ${this.vdev} is kept but not allocated`, { vdev: this.vdev, offset: k.offset, asize: k.asize });
+      }
+      tree.remove(k.offset, k.asize);
+    }
+    return trees.flatMap((t) => t.ranges());
+  }
+
+  /** Asserts that [offset, offset + sizeBytes) is allocated and not being freed (a retained free). */
+  checkAllocated(offset: number, sizeBytes: number): void {
+    const ms = this.metaslabs[this.metaslabIndexOf(offset)];
+    assert(ms !== undefined && ms.isAllocated(offset, sizeBytes), `retained free of [${offset}, ${offset + sizeBytes}) on vdev ${this.vdev}, which is not allocated`);
   }
 
   /** Writes txg's space map records of every metaslab that changed (volatile until the pool syncs). */

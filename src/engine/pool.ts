@@ -14,21 +14,22 @@ import { type Clock, type Disk, MirrorpoolError, type Random, assert, mpError } 
 import { SpaceAllocator } from './allocator.js';
 import { BlockCache } from './block-cache.js';
 import { BlockIo } from './block-io.js';
+import { Checkpoint, type CheckpointRecord, type CheckpointStatus, DISCARD_ENTRY_MEMORY_BYTES, DISCARD_MEMORY_BYTES_DEFAULT } from './checkpoint.js';
 import type { BlockStore } from './block-store.js';
-import { DATASET_RECORD_BYTES, decodeDatasetRecord } from './dataset-record.js';
 import * as dmu from './dmu.js';
 import { ObjectType } from './dnode.js';
 import { type PoolConfig, type Uberblock, readPool, vdevConfigOf, writeLabels, writeUberblock } from './label.js';
 import { MetaslabGroup } from './metaslab.js';
 import { Dsl } from './dsl.js';
-import { DurableLog, LOG_EXTENT_BYTES_DEFAULT, type LogHost, logExtentRanges } from './durable-log.js';
+import { DurableLog, LOG_EXTENT_BYTES_DEFAULT, type LogHost, resetLogObject } from './durable-log.js';
 import type { LogRecord } from './log-format.js';
 import { ObjectSet, ObjsetType } from './objset.js';
 import { PoolBlockStore } from './pool-block-store.js';
-import { traverseObjset } from './traverse.js';
+import { blockKey, walkPoolSpace } from './pool-walk.js';
 import { type TxHandle, TxgManager } from './txg.js';
-import { type BlockPointer, type Guid, HOLE, type ObjectId, type Txg, layout, newGuid, objectId, txg } from './types.js';
+import { type Dva, type Guid, HOLE, type ObjectId, type Txg, layout, newGuid, objectId, txg } from './types.js';
 import { TopVdev } from './vdev.js';
+import { CONFIG_TXG_KEY, type LeafName, VdevAdmin } from './vdev-admin.js';
 import { Zap } from './zap.js';
 
 export interface PoolTuning {
@@ -44,6 +45,8 @@ export interface PoolTuning {
   checksumKind?: number;
   /** Bytes of each intent log extent (default 1 MiB). */
   logExtentBytes?: number;
+  /** Memory one checkpoint discard step may use for the entries it reads (default 16 MiB). */
+  checkpointDiscardMemoryBytes?: number;
   /** Run checkInvariants() after every txg (tests). */
   checkEveryTxg?: boolean;
 }
@@ -65,10 +68,14 @@ const FLETCHER4 = 1;
 /** Fraction of the pool kept back so a txg sync never runs out of space (1/32, like ZFS's slop). */
 const SLOP_SHIFT = 5;
 
+const REWOUND_FROM_KEY = 'rewound_from_txg';
+
 /** Codes a sync task raises when its checks refuse the change (nothing changed). */
 const TASK_REFUSALS: ReadonlySet<string> = new Set(['EINVAL', 'ENOENT', 'EEXIST', 'EBUSY', 'EROFS', 'ENOSPC', 'ENOTSUP']);
 
 interface SyncTask {
+  /** Runs at the very start of the txg's sync, before any object set writes (and frees). */
+  readonly prepare?: () => void;
   readonly run: (tx: dmu.Tx) => Promise<void>;
   readonly done: (e?: Error) => void;
 }
@@ -81,10 +88,14 @@ interface PoolParts {
   readonly cache: BlockCache;
   readonly store: BlockStore;
   readonly mos: ObjectSet;
+  readonly checkpoint: Checkpoint;
   readonly uberblock: Uberblock;
   readonly firstTxg: Txg;
   readonly env: PoolEnv;
 }
+
+/** MOS sync passes in one txg: retained frees the MOS sync itself makes are recorded by another. */
+const MOS_PASSES_MAX = 4;
 
 function storage(vdevs: readonly TopVdev[], allocator: SpaceAllocator, env: PoolEnv): Pick<PoolParts, 'io' | 'cache' | 'store'> {
   const io = new BlockIo(vdevs);
@@ -94,8 +105,10 @@ function storage(vdevs: readonly TopVdev[], allocator: SpaceAllocator, env: Pool
 
 export class Pool {
   readonly name: string;
-  readonly guid: Guid;
-  readonly config: PoolConfig;
+  /** Changed only by reguid (vdev-admin.ts). */
+  guid: Guid;
+  /** Replaced only by vdev administration (vdev-admin.ts). */
+  config: PoolConfig;
   readonly vdevs: readonly TopVdev[];
   readonly allocator: SpaceAllocator;
   readonly blockIo: BlockIo;
@@ -114,6 +127,11 @@ export class Pool {
   readonly logHost: LogHost;
   private ub: Uberblock;
   private closed = false;
+  private readonly cp: Checkpoint;
+  /** The background checkpoint discard, while it runs. */
+  private discarding: Promise<void> | null = null;
+  private discardStop = false;
+  private discardError: Error | null = null;
 
   private constructor(p: PoolParts) {
     this.name = p.config.name;
@@ -126,6 +144,7 @@ export class Pool {
     this.store = p.store;
     this.mos = p.mos;
     this.ub = p.uberblock;
+    this.cp = p.checkpoint;
     this.env = p.env;
     const t = p.env.tuning ?? {};
     this.checksumKind = t.checksumKind ?? FLETCHER4;
@@ -201,12 +220,14 @@ export class Pool {
     const allocator = new SpaceAllocator(groups);
     const s = storage(vdevs, allocator, env);
     const checksumKind = env.tuning?.checksumKind ?? FLETCHER4;
+    const mos = ObjectSet.create(s.store, 'MOS', ObjsetType.mos, checksumKind);
     const pool = new Pool({
       config,
       vdevs,
       allocator,
       ...s,
-      mos: ObjectSet.create(s.store, 'MOS', ObjsetType.mos, checksumKind),
+      mos,
+      checkpoint: Checkpoint.empty(mos, MOS_DIRECTORY),
       uberblock: { txg: txg(0), poolGuid, timestampMs: env.clock.wallMs(), rootBp: HOLE, checkpointTxg: txg(0) },
       firstTxg: txg(1),
       env,
@@ -220,19 +241,39 @@ export class Pool {
     return pool;
   }
 
-  /** Opens the pool found on `leaves` at its newest valid uberblock (or the newest <= maxTxg). */
-  static async import(leaves: readonly LeafInput[], env: PoolEnv, options: { maxTxg?: number } = {}): Promise<Pool> {
+  /**
+   * Opens the pool found on `leaves` at its newest valid uberblock (or the newest <= maxTxg).
+   * With `rewindToCheckpoint` the checkpointed state becomes current and every later change is
+   * gone, intent-log records included (ENOENT when there is no checkpoint): the space the later
+   * state held is freed in the first txg, whose uberblock makes the rewind durable — a crash
+   * before it leaves the pool as it was, checkpoint included.
+   */
+  static async import(leaves: readonly LeafInput[], env: PoolEnv, options: { maxTxg?: number; rewindToCheckpoint?: boolean } = {}): Promise<Pool> {
     const found = await readPool(
       leaves.map((l) => l.disk),
       options.maxTxg === undefined ? {} : { maxTxg: options.maxTxg },
     );
-    const ub = found.uberblock;
+    let ub = found.uberblock;
     const groups = await Promise.all(
       found.vdevs.map((v, i) => MetaslabGroup.load(v, found.config.vdevs[i]?.metaslabShift ?? 0, ub.txg)),
     );
     const allocator = new SpaceAllocator(groups);
     const s = storage(found.vdevs, allocator, env);
-    const mos = await ObjectSet.open(s.store, 'MOS', ub.rootBp);
+    let mos = await ObjectSet.open(s.store, 'MOS', ub.rootBp);
+    let checkpoint = await Checkpoint.load(mos, MOS_DIRECTORY);
+    let rewind: { frees: Dva[]; logObjects: ObjectId[] } | null = null;
+    if (options.rewindToCheckpoint === true) {
+      const rec = checkpoint.record;
+      if (rec === null) {
+        const why = checkpoint.state === 'discarding' ? 'its checkpoint is being discarded' : 'it has no checkpoint';
+        throw mpError('ENOENT', `pool ${found.config.name} cannot be rewound: ${why}`, { pool: found.config.name });
+      }
+      mos = await ObjectSet.open(s.store, 'MOS', rec.rootBp);
+      rewind = await rewindPlan(s.store, mos, rec, allocator);
+      checkpoint = await Checkpoint.load(mos, MOS_DIRECTORY);
+      if (checkpoint.state !== 'none') throw mpError('EPROTO', 'the checkpointed state has a checkpoint of its own', { checkpointTxg: rec.txg });
+      ub = { ...ub, rootBp: rec.rootBp, checkpointTxg: txg(0) };
+    }
     const dir = await Zap.open(await dmu.objectAccess(mos, null, MOS_DIRECTORY));
     const rootRecord = await dir.getNumber(ROOT_DATASET_KEY);
     if (rootRecord === undefined) throw mpError('EPROTO', 'pool directory has no root dataset', { pool: found.config.name });
@@ -242,20 +283,120 @@ export class Pool {
       allocator,
       ...s,
       mos,
+      checkpoint,
       uberblock: ub,
       firstTxg: txg(Math.max(ub.txg, found.newestTxgOnDisk) + 1),
       env,
     });
+    if (checkpoint.record !== null) allocator.retainBornUpTo(checkpoint.record.txg);
     await pool.dsl.load(objectId(rootRecord));
     pool.txgs.start();
     try {
-      // Synchronous writes acknowledged after the last durable txg come back now.
-      if ((await pool.dsl.replayIntentLogs(() => pool.assign({ netFree: true }), ub.txg)) > 0 || pool.logs.size > 0) await pool.sync();
+      if (rewind !== null) {
+        await pool.finishRewind(rewind.frees, rewind.logObjects, found.uberblock.txg);
+      } else if ((await pool.dsl.replayIntentLogs(() => pool.assign({ netFree: true }), ub.txg)) > 0 || pool.logs.size > 0) {
+        // Synchronous writes acknowledged after the last durable txg come back now.
+        await pool.sync();
+      }
     } catch (e) {
       await pool.abandon();
       throw e;
     }
+    if (pool.cp.state === 'discarding') pool.startDiscard();
     return pool;
+  }
+
+  /**
+   * The rewind txg: frees what the later state held, empties every intent log (their records
+   * are later than the checkpoint, or covered by it) and notes the txg rewound from.
+   */
+  private async finishRewind(frees: readonly Dva[], logObjects: readonly ObjectId[], fromTxg: Txg): Promise<void> {
+    await this.syncTask(async (tx) => {
+      for (const dva of frees) this.allocator.free(dva, tx.txg, txg(0));
+      for (const obj of logObjects) await resetLogObject(this.mos, tx, obj, this.env.random);
+      const dir = await Zap.open(await dmu.objectAccess(this.mos, tx, MOS_DIRECTORY));
+      await dir.setNumber(REWOUND_FROM_KEY, fromTxg);
+    });
+  }
+
+  // --- checkpoint (checkpoint.ts) ---
+
+  /**
+   * Takes a checkpoint: syncs the open txg, then records its uberblock in the MOS. From the next
+   * txg on, no block that uberblock reaches is reused until the checkpoint is discarded.
+   * EEXIST when one exists, EBUSY while the last one is being discarded.
+   */
+  async checkpoint(): Promise<CheckpointRecord> {
+    this.checkOpen();
+    this.cp.checkNone();
+    await this.sync();
+    let rec: CheckpointRecord | undefined;
+    await this.syncTask(
+      async (tx) => {
+        rec = await this.cp.create(tx, this.ub, this.env.clock);
+      },
+      () => {
+        // Retention starts before this txg frees anything: the uberblock being checkpointed
+        // is the newest durable one, so every free from here on may concern it.
+        if (this.cp.state === 'none') this.allocator.retainBornUpTo(this.ub.txg);
+      },
+    );
+    assert(rec !== undefined);
+    return rec;
+  }
+
+  /**
+   * Discards the checkpoint: its uberblock goes in one txg (after which rewinding is no longer
+   * possible), then a background task gives its space back in bounded chunks, one txg each.
+   * ENOENT without a checkpoint, EBUSY while a discard runs.
+   */
+  async discardCheckpoint(): Promise<void> {
+    this.checkOpen();
+    await this.syncTask(async (tx) => {
+      this.cp.checkActive();
+      // Frees this txg retained so far stay with the checkpoint's lists; later ones are plain.
+      await this.cp.retain(tx, this.allocator.takeRetained());
+      this.allocator.retainBornUpTo(0);
+      await this.cp.beginDiscard(tx);
+    });
+    this.startDiscard();
+  }
+
+  checkpointStatus(): CheckpointStatus & { discardError: string | null } {
+    return { ...this.cp.status(), discardError: this.discardError?.message ?? null };
+  }
+
+  /** Resolves when no discard is running (the one running has finished or stopped). */
+  async checkpointDiscardDone(): Promise<void> {
+    while (this.discarding !== null) await this.discarding;
+  }
+
+  private startDiscard(): void {
+    if (this.discarding !== null || this.cp.state !== 'discarding') return;
+    this.discardStop = false;
+    this.discardError = null;
+    this.discarding = this.runDiscard().finally(() => {
+      this.discarding = null;
+    });
+  }
+
+  private async runDiscard(): Promise<void> {
+    const memory = this.env.tuning?.checkpointDiscardMemoryBytes ?? DISCARD_MEMORY_BYTES_DEFAULT;
+    const maxEntries = Math.max(1, Math.floor(memory / DISCARD_ENTRY_MEMORY_BYTES));
+    try {
+      while (!this.discardStop && !this.closed && this.cp.state === 'discarding') {
+        const chunk = await this.cp.nextChunk(maxEntries);
+        await this.syncTask((tx) => this.cp.discardStep(tx, chunk, (dva) => this.allocator.free(dva, tx.txg, txg(0))));
+      }
+    } catch (e) {
+      // An exported or crashed pool stops here; the next import resumes the discard.
+      if (!this.closed && !this.discardStop) this.discardError = e instanceof Error ? e : new Error(String(e));
+    }
+  }
+
+  private async stopDiscard(): Promise<void> {
+    this.discardStop = true;
+    await this.checkpointDiscardDone();
   }
 
   /**
@@ -324,11 +465,14 @@ export class Pool {
     return Math.max(0, this.allocator.freeBytes() - slop - this.dsl.dirtyBytes());
   }
 
-  /** Runs `run` against the MOS in the next txg's sync; resolves once that txg is durable. */
-  syncTask(run: (tx: dmu.Tx) => Promise<void>): Promise<void> {
+  /**
+   * Runs `run` against the MOS in the next txg's sync; resolves once that txg is durable.
+   * `prepare` runs at the start of that sync, before anything in it writes or frees.
+   */
+  syncTask(run: (tx: dmu.Tx) => Promise<void>, prepare?: () => void): Promise<void> {
     this.checkOpen();
     const done = new Promise<void>((resolve, reject) => {
-      this.tasks.push({ run, done: (e) => (e === undefined ? resolve() : reject(e)) });
+      this.tasks.push({ run, ...(prepare === undefined ? {} : { prepare }), done: (e) => (e === undefined ? resolve() : reject(e)) });
     });
     return this.txgs.sync().then(() => done);
   }
@@ -356,7 +500,7 @@ export class Pool {
    * refused then (the checkpointed state must stay importable as it was).
    */
   checkpointHeld(): boolean {
-    return this.ub.checkpointTxg !== 0;
+    return this.cp.state !== 'none';
   }
 
   /** offsetNext after syncing the object if it has unsynced changes (as ZFS does). */
@@ -368,6 +512,7 @@ export class Pool {
   /** Syncs, stops the pipeline and closes the disks. */
   async export(): Promise<void> {
     this.checkOpen();
+    await this.stopDiscard();
     try {
       await this.txgs.close();
     } finally {
@@ -381,6 +526,7 @@ export class Pool {
   async abandon(): Promise<void> {
     this.closed = true;
     await this.txgs.abandon();
+    await this.stopDiscard();
     await Promise.all([this.dsl.quiesce(), this.mos.quiesce(), ...[...this.logs].map((l) => l.quiesce())]);
   }
 
@@ -392,6 +538,7 @@ export class Pool {
     const tx = { txg: t };
     const tasks = this.tasks;
     this.tasks = [];
+    for (const task of tasks) task.prepare?.();
     await this.dsl.syncHeads(tx);
     const outcomes: (Error | undefined)[] = [];
     for (const task of tasks) {
@@ -405,13 +552,25 @@ export class Pool {
     await this.dsl.syncHeads(tx);
     for (const log of this.logs) await log.syncState(tx);
     if (this.mos.hasDirty(t)) {
-      const mosRoot = await this.mos.syncTxg(t);
+      // Space a checkpoint retains is listed in the same txg. Writing the MOS frees (and so may
+      // retain) MOS blocks, whose listing dirties the MOS again: a later pass rewrites only
+      // blocks born in this txg or in the lists, so the passes end.
+      let mosRoot = this.mos.rootPointer();
+      for (let pass = 1; this.mos.hasDirty(t); pass++) {
+        assert(pass <= MOS_PASSES_MAX, `txg ${t}: the MOS still changes after ${MOS_PASSES_MAX} passes`);
+        await this.cp.retain(tx, this.allocator.takeRetained());
+        mosRoot = await this.mos.syncTxg(t);
+        await this.cp.retain(tx, this.allocator.takeRetained());
+      }
       await this.allocator.sync(t);
       await Promise.all(this.vdevs.map((v) => v.sync()));
-      const ub: Uberblock = { txg: t, poolGuid: this.guid, timestampMs: this.env.clock.wallMs(), rootBp: mosRoot, checkpointTxg: this.ub.checkpointTxg };
+      const ub: Uberblock = {
+        txg: t, poolGuid: this.guid, timestampMs: this.env.clock.wallMs(), rootBp: mosRoot, checkpointTxg: this.cp.record?.txg ?? txg(0),
+      };
       await writeUberblock(this.vdevs, ub);
       this.ub = ub;
     }
+    assert(this.allocator.takeRetained().length === 0, `txg ${t} retained space it did not list`);
     this.dsl.txgSynced(t);
     for (const log of this.logs) log.txgSynced(t);
     this.allocator.syncDone(t);
@@ -419,60 +578,98 @@ export class Pool {
     tasks.forEach((task, i) => task.done(outcomes[i]));
   }
 
+  // --- vdev administration (vdev-admin.ts) ---
+
+  /** Adds a top-level vdev: one leaf is a plain disk, several a mirror. Allowed with a checkpoint. */
+  addVdev(leaves: readonly LeafInput[]): Promise<void> {
+    this.checkOpen();
+    return this.vdevAdmin().addVdev(leaves);
+  }
+
+  /** Attaches `leaf` to the vdev of `existing` (a path or guid): a disk becomes a mirror. EBUSY with a checkpoint. */
+  attach(existing: LeafName, leaf: LeafInput): Promise<void> {
+    this.checkOpen();
+    return this.vdevAdmin().attach(existing, leaf);
+  }
+
+  /** Detaches a mirror child (a path or guid) and closes its disk. EBUSY with a checkpoint. */
+  detach(leaf: LeafName): Promise<void> {
+    this.checkOpen();
+    return this.vdevAdmin().detach(leaf);
+  }
+
+  /** Gives the pool a new random guid; resolves with it. EBUSY with a checkpoint. */
+  reguid(): Promise<Guid> {
+    this.checkOpen();
+    return this.vdevAdmin().reguid();
+  }
+
+  private admin: VdevAdmin | undefined;
+
+  private vdevAdmin(): VdevAdmin {
+    this.admin ??= new VdevAdmin({
+      name: this.name,
+      random: this.env.random,
+      // The same array the block layer and the logs hold: a vdev added is seen by all of them.
+      vdevs: this.vdevs as TopVdev[],
+      allocator: this.allocator,
+      config: () => this.config,
+      setConfig: (c) => {
+        this.config = c;
+        this.guid = c.poolGuid;
+      },
+      checkpointHeld: () => this.checkpointHeld(),
+      syncTask: (run) => this.syncTask(run),
+      recordConfigTxg: async (tx) => {
+        const dir = await Zap.open(await dmu.objectAccess(this.mos, tx, MOS_DIRECTORY));
+        await dir.setNumber(CONFIG_TXG_KEY, tx.txg);
+      },
+    });
+    return this.admin;
+  }
+
   /**
    * Checks, with nothing dirty: the allocator's own invariants; every block reachable from the
-   * uberblock verifies; no two live blocks overlap; allocated space equals the live blocks plus
-   * frees still deferred; the DSL's figures and deadlists agree with the blocks (dsl.ts).
-   * Snapshots, clones and heads share blocks: a block reached again is not counted twice, and
-   * its subtree is not walked again.
+   * uberblock — and from the checkpointed one — verifies; no two live blocks overlap; allocated
+   * space equals the live blocks of both states, plus frees still deferred, plus (while a
+   * discard runs) what the checkpoint lists still hold; with a checkpoint, its lists hold
+   * exactly the blocks only the checkpointed state reaches (so none of them was reused); the
+   * DSL's figures and deadlists agree with the blocks (dsl.ts).
    */
   async checkInvariants(): Promise<{ liveBytes: number; blocks: number }> {
     this.allocator.checkInvariants();
-    const ranges: [number, number, number][] = [];
     const seen = new Set<string>();
-    const logObjects: ObjectId[] = [];
-    const keyOf = (bp: BlockPointer): string => bp.dvas.map((d) => `${d.vdev}:${d.offset}`).join(',');
-    let liveBytes = 0;
-    let blocks = 0;
-    await traverseObjset(this.store, 'MOS', this.ub.rootBp, {
-      block: ({ bp }) => {
-        const key = keyOf(bp);
-        if (seen.has(key)) return false;
-        seen.add(key);
-        blocks++;
-        for (const dva of bp.dvas) {
-          ranges.push([dva.vdev, dva.offset, dva.asize]);
-          liveBytes += dva.asize;
-        }
-        return true;
-      },
-      childObjsets: (name, obj, d) => {
-        if (name === 'MOS' && d.type === ObjectType.intentLog) logObjects.push(objectId(obj));
-        if (d.type !== ObjectType.dataset || d.bonus.length < DATASET_RECORD_BYTES) return [];
-        const r = decodeDatasetRecord(d.bonus, { object: obj });
-        return [{ name: `dataset@${obj}`, root: r.root }];
-      },
-    });
-    // Intent log extents are raw space listed in their MOS objects, not block pointers.
-    for (const obj of logObjects) {
-      for (const dva of await logExtentRanges(this.mos, obj)) {
-        ranges.push([dva.vdev, dva.offset, dva.asize]);
-        liveBytes += dva.asize;
-      }
+    const current = await walkPoolSpace(this.store, this.mos, this.ub.rootBp, seen);
+    const ranges = [...current.ranges];
+    const live = new Set(seen);
+    const listed = await this.cp.allEntries();
+    const rec = this.cp.record;
+    let heldBytes = 0;
+    if (rec !== null) {
+      const only = await walkPoolSpace(this.store, await ObjectSet.open(this.store, 'MOS', rec.rootBp), rec.rootBp, seen);
+      const key = (d: Dva): string => `${d.vdev}:${d.offset}:${d.asize}`;
+      const onlyKeys = new Set(only.ranges.map(key));
+      assert(listed.length === only.ranges.length && listed.every((d) => onlyKeys.has(key(d))), `checkpoint lists ${listed.length} ranges, but ${only.ranges.length} blocks are reached only from the checkpoint`);
+      ranges.push(...only.ranges);
+      heldBytes = only.bytes;
+    } else {
+      ranges.push(...listed);
+      heldBytes = listed.reduce((sum, d) => sum + d.asize, 0);
     }
-    ranges.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    assert(heldBytes === this.cp.heldBytes(), `checkpoint holds ${heldBytes} bytes but counts ${this.cp.heldBytes()}`);
+    ranges.sort((a, b) => a.vdev - b.vdev || a.offset - b.offset);
     for (let i = 1; i < ranges.length; i++) {
-      const [pv, po, ps] = ranges[i - 1] ?? [0, 0, 0];
-      const [v, o] = ranges[i] ?? [0, 0, 0];
-      assert(v !== pv || o >= po + ps, `block at vdev ${v} offset ${o} overlaps another live block`);
+      const p = ranges[i - 1] as Dva;
+      const r = ranges[i] as Dva;
+      assert(r.vdev !== p.vdev || r.offset >= p.offset + p.asize, `block at vdev ${r.vdev} offset ${r.offset} overlaps another live block`);
     }
-    const expected = liveBytes + this.allocator.deferredBytes();
+    const expected = current.bytes + heldBytes + this.allocator.deferredBytes();
     assert(
       this.allocator.allocatedBytes() === expected,
-      `allocated ${this.allocator.allocatedBytes()} != live ${liveBytes} + deferred ${this.allocator.deferredBytes()}`,
+      `allocated ${this.allocator.allocatedBytes()} != live ${current.bytes} + checkpoint ${heldBytes} + deferred ${this.allocator.deferredBytes()}`,
     );
-    await this.dsl.checkInvariants((bp) => seen.has(keyOf(bp)));
-    return { liveBytes, blocks };
+    await this.dsl.checkInvariants((bp) => live.has(blockKey(bp)));
+    return { liveBytes: current.bytes, blocks: current.blocks };
   }
 
   status(): PoolStatus {
@@ -492,6 +689,7 @@ export class Pool {
       cache: { ...this.cache.stats, bytes: this.cache.cachedBytes() },
       txgStats: { ...this.txgs.stats },
       checkpointTxg: this.ub.checkpointTxg,
+      checkpoint: this.checkpointStatus(),
     };
   }
 }
@@ -512,4 +710,25 @@ export interface PoolStatus {
   cache: Record<string, number>;
   txgStats: Record<string, number>;
   checkpointTxg: Txg;
+  checkpoint: CheckpointStatus & { discardError: string | null };
+}
+
+/**
+ * What a rewind frees: every range allocated now that the checkpointed state does not reach
+ * (EPROTO when the checkpointed state reaches space that is not allocated: the checkpoint was
+ * not kept), and the intent logs of the checkpointed state.
+ */
+async function rewindPlan(store: BlockStore, cpMos: ObjectSet, rec: CheckpointRecord, allocator: SpaceAllocator): Promise<{ frees: Dva[]; logObjects: ObjectId[] }> {
+  const keep = await walkPoolSpace(store, cpMos, rec.rootBp, new Set());
+  const frees: Dva[] = [];
+  const byVdev = new Map<number, Dva[]>();
+  for (const d of keep.ranges) byVdev.set(d.vdev, [...(byVdev.get(d.vdev) ?? []), d]);
+  for (const space of allocator.vdevSpaces()) {
+    const group = allocator.group(space.vdev);
+    const kept = byVdev.get(space.vdev) ?? [];
+    byVdev.delete(space.vdev);
+    frees.push(...group.allocatedExcept(kept).map((r) => ({ vdev: space.vdev, offset: r.start, asize: r.size })));
+  }
+  if (byVdev.size > 0) throw mpError('EPROTO', `the checkpointed state uses vdevs the pool does not have: ${[...byVdev.keys()].join(', ')}`, { checkpointTxg: rec.txg });
+  return { frees, logObjects: keep.logObjects };
 }

@@ -2,7 +2,8 @@
 // test stop the whole machine after exactly N writes/syncs (counted across every disk), so
 // crash tests can cut power at every I/O boundary of a workload. Used only by tests.
 
-import { type Disk, Prng, SimClock, SimDisk, mpError } from '../lib/index.js';
+import { type Disk, Prng, SimClock, SimDisk, mpError, sha256 } from '../lib/index.js';
+import * as keyed from './keyed.js';
 import { type LeafInput, Pool, type PoolTuning } from './pool.js';
 
 /** Shared by the disks of one machine: counts I/Os and cuts power at the chosen one. */
@@ -103,6 +104,64 @@ export function createSimPool(m: SimMachine, tuning: PoolTuning = TEST_TUNING): 
 
 export function importSimPool(m: SimMachine, tuning: PoolTuning = TEST_TUNING): Promise<Pool> {
   return Pool.import(m.leaves(), { clock: m.clock, random: m.random, tuning });
+}
+
+/** Imports the pool rewound to its checkpoint. */
+export function rewindSimPool(m: SimMachine, tuning: PoolTuning = TEST_TUNING): Promise<Pool> {
+  return Pool.import(m.leaves(), { clock: m.clock, random: m.random, tuning }, { rewindToCheckpoint: true });
+}
+
+/** Writes key `key` of dataset `ds` whole (durable on return with `sync`). */
+export async function putKey(pool: Pool, ds: string, key: string, data: Uint8Array, sync = false): Promise<void> {
+  await pool.dsl.withView(ds, 'write', (v) => keyed.putKey(v, () => pool.assign(), key, data, { sync }));
+}
+
+/** Every dataset, snapshot and bookmark (with guid) and every key's size and content hash, as one string. */
+export async function dumpPool(pool: Pool): Promise<string> {
+  const out: string[] = [];
+  for (const e of await pool.dsl.list({ types: ['filesystem', 'snapshot', 'bookmark'] })) {
+    out.push(`${e.type} ${e.name} ${e.guid}`);
+    if (e.type === 'bookmark') continue;
+    await pool.dsl.withView(e.name, 'read', async (v) => {
+      for (const k of await keyed.listKeys(v)) {
+        const bytes = await keyed.readKey(v, k.key, 0, k.size + 1);
+        out.push(`  ${k.key} ${bytes.length} ${Buffer.from(sha256(bytes)).toString('hex').slice(0, 16)}`);
+      }
+    });
+  }
+  return out.join('\n');
+}
+
+/** Datasets, a snapshot, a clone and a bookmark with data (tank/a, tank/b, tank/c). */
+export async function populateSample(pool: Pool): Promise<void> {
+  await pool.dsl.create('tank/a');
+  await pool.dsl.create('tank/b');
+  for (let i = 0; i < 6; i++) await putKey(pool, 'tank/a', `k${i}`, pattern(i, 40_000 + i * 7000));
+  await putKey(pool, 'tank/b', 'big', pattern(99, 600_000));
+  await pool.dsl.snapshot('tank/a@s1');
+  await pool.dsl.clone('tank/a@s1', 'tank/c');
+  await pool.dsl.bookmark('tank/a@s1', 'tank/a#m1');
+  await putKey(pool, 'tank/a', 'k0', pattern(1000, 10_000));
+  await pool.sync();
+}
+
+/**
+ * After populateSample: overwrites, destroys datasets and snapshots, creates new ones and logs a
+ * synchronous write — one durable step each.
+ */
+export const SAMPLE_CHANGES: readonly ((pool: Pool, seed: number) => Promise<void>)[] = [
+  (pool) => pool.dsl.destroy('tank/c'),
+  (pool, seed) => putKey(pool, 'tank/a', 'k1', pattern(seed + 1, 80_000)).then(() => pool.sync()).then(() => undefined),
+  (pool) => pool.dsl.destroy('tank/a@s1'),
+  (pool) => pool.dsl.destroy('tank/b', { recursive: true }),
+  (pool) => pool.dsl.create('tank/new'),
+  (pool, seed) => putKey(pool, 'tank/new', 'fresh', pattern(seed + 2, 200_000)).then(() => pool.sync()).then(() => undefined),
+  (pool) => pool.dsl.snapshot('tank/new@n1'),
+  (pool, seed) => putKey(pool, 'tank/a', 'logged', pattern(seed + 3, 3000), true),
+];
+
+export async function changeSample(pool: Pool, seed: number): Promise<void> {
+  for (const change of SAMPLE_CHANGES) await change(pool, seed);
 }
 
 /** Deterministic content for a write: depends only on the arguments. */

@@ -2,9 +2,12 @@
 // top-level vdev — a plain disk or a local mirror — implementing VdevIo for the block layer.
 // Invariants: DVA offset 0 is leaf byte 2 * labelBytes on every child; a mirror's asize is its
 // smallest child's; a read returns only bytes its caller accepted, and copies that failed or were
-// rejected are rewritten from the good one (self-heal); a write succeeds when at least one child
-// took it. Counters feed the pool's metrics. Created by the pool (create/import, via label.ts's
-// readPool) and used by block-io.ts and label.ts.
+// rejected are rewritten from the good one (self-heal); a write succeeds when at least one
+// readable child took it. A child being resilvered (attach) takes every write but serves no read
+// until its copy is complete; copyToChild fences the range it copies, so no write can land on the
+// new child between the copy's read and its write (it would be overwritten with older bytes).
+// Counters feed the pool's metrics. Created by the pool (create/import, via label.ts's readPool)
+// and used by block-io.ts, label.ts and vdev-admin.ts (which adds and removes children).
 
 import { type Disk, assert, concatBytes, hasCode, limits, mpError } from '../lib/index.js';
 import { type Guid, type VdevIo, layout } from './types.js';
@@ -85,6 +88,8 @@ export class Leaf {
   readonly layout: LeafLayout;
   /** Set when a write or sync failed: the copy may be stale, so reads try it last. */
   faulted = false;
+  /** Being filled by attach: it takes writes but serves no read (its copy is incomplete). */
+  resilvering = false;
   readonly counters: IoCounters = zeroCounters();
   private writesInFlight = 0;
   private waiting: PendingWrite[] = [];
@@ -202,23 +207,38 @@ function isDeviceError(e: unknown): boolean {
   return hasCode(e, 'EIO') || hasCode(e, 'ENOSPC');
 }
 
+/** A byte range of the vdev with the I/O that covers it. */
+interface Fence {
+  readonly start: number;
+  readonly end: number;
+  readonly done: Promise<unknown>;
+}
+
+function overlaps(f: Fence, offset: number, length: number): boolean {
+  return f.start < offset + length && offset < f.end;
+}
+
 export class TopVdev implements VdevIo {
   readonly index: number;
   readonly guid: Guid;
-  readonly kind: VdevKind;
   readonly asizeBytes: number;
-  readonly children: readonly Leaf[];
   /** Top-level view: bytes served to / taken from callers, failures no copy could absorb. */
   readonly counters: IoCounters = zeroCounters();
+  private vdevKind: VdevKind;
+  private readonly leaves: Leaf[];
+  /** Writes in flight: a copy to a resilvering child waits for those overlapping its range. */
+  private readonly writing = new Set<Fence>();
+  /** The range copyToChild is copying: writes overlapping it wait. */
+  private copying: Fence | null = null;
 
   constructor(options: TopVdevOptions) {
     const n = options.children.length;
     assert(n >= 1 && n <= MIRROR_CHILDREN_MAX, `a top-level vdev has 1..${MIRROR_CHILDREN_MAX} children, got ${n}`);
-    this.kind = options.kind ?? (n === 1 ? 'disk' : 'mirror');
-    assert(this.kind === 'mirror' || n === 1, "a 'disk' vdev has exactly one child");
+    this.vdevKind = options.kind ?? (n === 1 ? 'disk' : 'mirror');
+    assert(this.vdevKind === 'mirror' || n === 1, "a 'disk' vdev has exactly one child");
     this.index = options.index;
     this.guid = options.guid;
-    this.children = options.children.map((spec) => new Leaf(spec));
+    this.leaves = options.children.map((spec) => new Leaf(spec));
     const smallest = Math.min(...this.children.map((c) => c.layout.asizeBytes));
     if (smallest < LEAF_ASIZE_BYTES_MIN) {
       throw mpError('EINVAL', `vdev ${this.guid}: a disk needs at least ${LEAF_ASIZE_BYTES_MIN + 4 * LABEL} bytes`, {
@@ -231,12 +251,94 @@ export class TopVdev implements VdevIo {
     this.asizeBytes = asize;
   }
 
+  get kind(): VdevKind {
+    return this.vdevKind;
+  }
+
+  get children(): readonly Leaf[] {
+    return this.leaves;
+  }
+
+  /** EINVAL when `leaf` cannot join this vdev: it is smaller than the vdev, or the mirror is full. */
+  checkCanAttach(leaf: Leaf): void {
+    assert(!this.leaves.includes(leaf) && !this.leaves.some((c) => c.guid === leaf.guid), `vdev ${this.index}: child ${leaf.guid} twice`);
+    if (this.leaves.length >= MIRROR_CHILDREN_MAX) {
+      throw mpError('EINVAL', `vdev ${this.index} already has ${MIRROR_CHILDREN_MAX} children`, { vdev: this.index });
+    }
+    if (leaf.layout.asizeBytes < this.asizeBytes) {
+      throw mpError('EINVAL', `${leaf.path} holds ${leaf.layout.asizeBytes} allocatable bytes; vdev ${this.index} needs ${this.asizeBytes}`, {
+        vdev: this.index,
+        path: leaf.path,
+        asizeBytes: leaf.layout.asizeBytes,
+        neededBytes: this.asizeBytes,
+      });
+    }
+  }
+
+  /**
+   * Adds `leaf` as a resilvering child: from now on it takes every write, but serves no read
+   * until finishResilver. EINVAL as checkCanAttach.
+   */
+  addResilveringChild(leaf: Leaf): void {
+    this.checkCanAttach(leaf);
+    leaf.resilvering = true;
+    this.leaves.push(leaf);
+    this.vdevKind = 'mirror';
+  }
+
+  /** The child's copy is complete: reads may use it. */
+  finishResilver(leaf: Leaf): void {
+    assert(this.leaves.includes(leaf) && leaf.resilvering, `vdev ${this.index}: ${leaf.guid} is not resilvering`);
+    leaf.resilvering = false;
+  }
+
+  /** Removes a child (detach, or an attach undone); with one child left the vdev is a plain disk. */
+  removeChild(leaf: Leaf): void {
+    const at = this.leaves.indexOf(leaf);
+    assert(at >= 0 && this.leaves.length > 1, `vdev ${this.index}: cannot remove child ${leaf.guid}`);
+    this.leaves.splice(at, 1);
+    if (this.leaves.length === 1) this.vdevKind = 'disk';
+  }
+
+  /** Resolves once every write in flight now has settled (before a removed child's disk closes). */
+  async quiesceWrites(): Promise<void> {
+    await Promise.allSettled([...this.writing].map((w) => w.done));
+  }
+
+  /**
+   * Copies [offset, offset + length) from the readable children to the resilvering `child`.
+   * The range is fenced first: writes that start later wait until the copy is written, and
+   * writes already in flight are waited for before the read. So every write to the range either
+   * lands on the child after the copy or is already in the bytes the copy reads.
+   */
+  async copyToChild(child: Leaf, offset: number, length: number): Promise<void> {
+    assert(child.resilvering && this.leaves.includes(child), `vdev ${this.index}: copy to a child that is not resilvering`);
+    assert(this.copying === null, `vdev ${this.index}: one copy at a time`);
+    this.checkRange(offset, length);
+    let release = (): void => undefined;
+    const done = new Promise<void>((resolve) => (release = resolve));
+    this.copying = { start: offset, end: offset + length, done };
+    try {
+      for (;;) {
+        const busy = [...this.writing].filter((w) => overlaps(w, offset, length));
+        if (busy.length === 0) break;
+        await Promise.allSettled(busy.map((w) => w.done));
+      }
+      const bytes = await this.read(offset, length);
+      await child.writeData(offset, bytes);
+    } finally {
+      this.copying = null;
+      release();
+    }
+  }
+
   /**
    * Healthy children first, in order, then faulted ones: a faulted child may hold a stale copy,
-   * which only an `accept` check could tell apart.
+   * which only an `accept` check could tell apart. Resilvering children are never read.
    */
   private readOrder(): Leaf[] {
-    return [...this.children.filter((c) => !c.faulted), ...this.children.filter((c) => c.faulted)];
+    const readable = this.leaves.filter((c) => !c.resilvering);
+    return [...readable.filter((c) => !c.faulted), ...readable.filter((c) => c.faulted)];
   }
 
   async read(offset: number, length: number, accept?: (bytes: Uint8Array) => boolean): Promise<Uint8Array> {
@@ -294,18 +396,26 @@ export class TopVdev implements VdevIo {
 
   async write(offset: number, data: Uint8Array, durable = false): Promise<void> {
     this.checkRange(offset, data.length);
-    const results = await Promise.allSettled(this.children.map((c) => c.writeData(offset, data, durable)));
+    while (this.copying !== null && overlaps(this.copying, offset, data.length)) await this.copying.done;
+    // No await between the fence check and registering: a copy that starts later sees this write.
+    const targets = [...this.leaves];
+    const settled = Promise.allSettled(targets.map((c) => c.writeData(offset, data, durable)));
+    const fence: Fence = { start: offset, end: offset + data.length, done: settled };
+    this.writing.add(fence);
+    const results = await settled.finally(() => this.writing.delete(fence));
     const causes: string[] = [];
+    let readableFailures = 0;
     for (const [i, r] of results.entries()) {
       if (r.status === 'fulfilled') continue;
       if (!isDeviceError(r.reason)) throw r.reason;
-      const child = this.children[i];
+      const child = targets[i];
       assert(child !== undefined);
       child.counters.writeErrors++;
       child.faulted = true;
+      if (!child.resilvering) readableFailures++;
       causes.push(String((r.reason as { code: string }).code));
     }
-    if (causes.length === this.children.length) {
+    if (readableFailures === targets.filter((c) => !c.resilvering).length) {
       this.counters.writeErrors++;
       throw mpError('EIO', `vdev ${this.index}: no child took the write at ${offset}`, {
         vdev: this.index,
@@ -317,20 +427,21 @@ export class TopVdev implements VdevIo {
     this.counters.writeBytes += data.length;
   }
 
-  /** Syncs every child disk; EIO only when none synced (a child that failed is marked faulted). */
+  /** Syncs every child disk; EIO when no readable child synced (a child that failed is marked faulted). */
   async sync(): Promise<void> {
-    const results = await Promise.allSettled(this.children.map((c) => c.disk.sync()));
+    const targets = [...this.leaves];
+    const results = await Promise.allSettled(targets.map((c) => c.disk.sync()));
     let failures = 0;
     for (const [i, r] of results.entries()) {
       if (r.status === 'fulfilled') continue;
       if (!isDeviceError(r.reason)) throw r.reason;
-      const child = this.children[i];
+      const child = targets[i];
       assert(child !== undefined);
       child.counters.writeErrors++;
       child.faulted = true;
-      failures++;
+      if (!child.resilvering) failures++;
     }
-    if (failures === this.children.length) {
+    if (failures === targets.filter((c) => !c.resilvering).length) {
       this.counters.writeErrors++;
       throw mpError('EIO', `vdev ${this.index}: no child could sync`, { vdev: this.index });
     }

@@ -10,12 +10,14 @@ import { resolve } from 'node:path';
 import { MIRROR_CHILDREN_MAX, TOP_VDEVS_MAX } from '../engine/index.js';
 import type { Disk, MirrorpoolError } from '../lib/index.js';
 import { type CliIo, arg, collect, eachPool, failWith, home, json, usage } from './cli-common.js';
-import { createPool, exportPool, importPool, listImportable, syncPool } from './pool-admin.js';
+import {
+  addVdevs, attachVdev, checkpointPool, createPool, detachVdev, discardCheckpoint, exportPool, importPool, listImportable, reguidPool, syncPool,
+} from './pool-admin.js';
 import type { CachedPool } from './pool-cache.js';
 import { debugPool } from './pool-debug.js';
 import type { OpenLeaf } from './pool-open.js';
 import { type ListRow, listRowOf, renderImportable, renderList, renderStatus, reportOf } from './pool-report.js';
-import { parseCount, parseSize } from './units.js';
+import { formatSize, parseCount, parseSize } from './units.js';
 
 /** Size of vdev files `pool create` makes when --size is not given. */
 const DEFAULT_VDEV_BYTES = 1024 ** 3;
@@ -74,14 +76,16 @@ function addImportExport(pool: Command, io: CliIo): void {
     .description('list pools that can be imported from --dir, or import the one named')
     .option('--dir <dir>', 'folder (or vdev file) to search; repeatable (default: the current folder)', collect, [])
     .option('--json', 'list importable pools as JSON', false)
+    .option('--rewind-to-checkpoint', 'make the checkpointed state current: everything written after it is gone', false)
     .argument('[pool]', 'name or guid of the pool to import')
     .action(async (target: string | undefined, _o: unknown, cmd: Command) => {
-      const o = cmd.opts<{ dir: string[]; json: boolean }>();
+      const o = cmd.opts<{ dir: string[]; json: boolean; rewindToCheckpoint: boolean }>();
       const dirs = o.dir.length > 0 ? o.dir : ['.'];
       if (target !== undefined) {
-        await importPool(home(cmd), dirs, target);
+        await importPool(home(cmd), dirs, target, { rewindToCheckpoint: o.rewindToCheckpoint });
         return;
       }
+      if (o.rewindToCheckpoint) throw usage('--rewind-to-checkpoint needs the pool to import');
       const scan = await listImportable(home(cmd), dirs);
       io.out.write(o.json ? json(scan.pools) : renderImportable(scan.pools));
     });
@@ -139,10 +143,76 @@ function addListStatus(pool: Command, io: CliIo): void {
     });
 }
 
+function addVdevCommands(pool: Command, io: CliIo): void {
+  pool
+    .command('add')
+    .description('add top-level vdevs to a pool; files that do not exist are created at --size')
+    .option('--mirror', 'the vdevs form one new mirror (default: each is a new top-level vdev)', false)
+    .addOption(new Option('--size <size>', 'size of vdev files to create (64M, 1G, 1.5G)').argParser(arg(parseSize)).default(DEFAULT_VDEV_BYTES, '1G'))
+    .option('-f, --force', 'overwrite vdev files that hold a mirrorpool label', false)
+    .argument('<pool>', 'pool name')
+    .argument('<vdev...>', 'vdev files (or block devices)')
+    .action(async (name: string, vdevs: string[], _o: unknown, cmd: Command) => {
+      const o = cmd.opts<{ mirror: boolean; size: number; force: boolean }>();
+      checkVdevArgs(vdevs, o.mirror);
+      await addVdevs(home(cmd), name, vdevs, { mirror: o.mirror, sizeBytes: o.size, force: o.force });
+    });
+
+  pool
+    .command('attach')
+    .description('attach a new vdev to a vdev of a pool (a disk becomes a mirror); it gets a copy of everything first')
+    .addOption(new Option('--size <size>', 'size of the new file if it does not exist (default: that of <vdev>)').argParser(arg(parseSize)))
+    .option('-f, --force', 'overwrite a new vdev file that holds a mirrorpool label', false)
+    .argument('<pool>', 'pool name')
+    .argument('<vdev>', 'a vdev of the pool')
+    .argument('<new-vdev>', 'the vdev file (or block device) to attach')
+    .action(async (name: string, vdev: string, newVdev: string, _o: unknown, cmd: Command) => {
+      const o = cmd.opts<{ size?: number; force: boolean }>();
+      if (resolve(vdev) === resolve(newVdev)) throw usage(`vdev ${vdev} is given twice`);
+      await attachVdev(home(cmd), name, vdev, newVdev, { sizeBytes: o.size ?? null, force: o.force });
+    });
+
+  pool
+    .command('detach')
+    .description('detach a vdev from its mirror; the file stays, without a label')
+    .argument('<pool>', 'pool name')
+    .argument('<vdev>', 'a mirror child of the pool')
+    .action(async (name: string, vdev: string, _o: unknown, cmd: Command) => {
+      await detachVdev(home(cmd), name, vdev);
+    });
+
+  pool
+    .command('reguid')
+    .description('give a pool a new random guid; prints it')
+    .argument('<pool>', 'pool name')
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      io.out.write(`${await reguidPool(home(cmd), name)}\n`);
+    });
+}
+
+function addCheckpoint(pool: Command, io: CliIo): void {
+  pool
+    .command('checkpoint')
+    .description('save the pool state to rewind to at import (one at a time); --discard removes it')
+    .option('--discard', 'discard the checkpoint and give its space back (waits until done)', false)
+    .argument('<pool>', 'pool name')
+    .action(async (name: string, _o: unknown, cmd: Command) => {
+      if (cmd.opts<{ discard: boolean }>().discard) {
+        const freed = await discardCheckpoint(home(cmd), name);
+        io.out.write(`discarded the checkpoint of ${name}: ${formatSize(freed)} given back\n`);
+        return;
+      }
+      const rec = await checkpointPool(home(cmd), name);
+      io.out.write(`checkpoint of ${name} at txg ${rec.txg}\n`);
+    });
+}
+
 /** Adds `mirrorpool pool ...` to the program; output goes to `io`. */
 export function addPoolCommands(program: Command, io: CliIo): void {
   const pool = program.command('pool').description('create, import, export and inspect pools');
   addCreate(pool);
   addImportExport(pool, io);
   addListStatus(pool, io);
+  addVdevCommands(pool, io);
+  addCheckpoint(pool, io);
 }

@@ -50,6 +50,14 @@ export class PoolCache {
     await this.save([...pools, { ...pool, vdevs: pool.vdevs.map((v) => resolve(v)) }]);
   }
 
+  /** Replaces the entry of `pool.name` (vdevs added or detached, a new guid). ENOENT when it is not cached. */
+  async replace(pool: CachedPool): Promise<void> {
+    const pools = await this.list();
+    if (!pools.some((p) => p.name === pool.name)) throw mpError('ENOENT', `no pool named '${pool.name}' is imported`, { pool: pool.name });
+    const entry = { ...pool, vdevs: pool.vdevs.map((v) => resolve(v)) };
+    await this.save(pools.map((p) => (p.name === pool.name ? entry : p)));
+  }
+
   async remove(name: string): Promise<void> {
     const pools = await this.list();
     if (!pools.some((p) => p.name === name)) throw mpError('ENOENT', `no pool named '${name}' is imported`, { pool: name });

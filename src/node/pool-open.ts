@@ -58,8 +58,9 @@ export async function withImportedPool<T>(
   leaves: readonly OpenLeaf[],
   expectGuid: string | undefined,
   fn: (pool: Pool) => Promise<T>,
+  options: { rewindToCheckpoint?: boolean } = {},
 ): Promise<T> {
-  const pool = await Pool.import(leaves, cliPoolEnv());
+  const pool = await Pool.import(leaves, cliPoolEnv(), options);
   let result: T;
   try {
     if (expectGuid !== undefined && pool.guid.toString() !== expectGuid) {

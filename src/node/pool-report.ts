@@ -50,6 +50,14 @@ export interface PoolReport {
   readonly freeBytes: number;
   readonly errors: ErrorCounts;
   readonly vdevs: readonly VdevReport[];
+  /** The checkpoint: none, active (txg, time, space it holds) or being discarded (space left). */
+  readonly checkpoint: {
+    readonly state: 'none' | 'active' | 'discarding';
+    readonly txg: number | null;
+    readonly createdMs: number | null;
+    readonly heldBytes: number;
+    readonly discardStartBytes: number | null;
+  };
 }
 
 export interface ListRow {
@@ -113,7 +121,23 @@ export function reportOf(pool: Pool, paths: ReadonlyMap<Disk, string>): PoolRepo
     freeBytes: s.freeBytes,
     errors: { read: sum('read'), write: sum('write'), checksum: sum('checksum') },
     vdevs,
+    checkpoint: {
+      state: s.checkpoint.state, txg: s.checkpoint.txg, createdMs: s.checkpoint.createdMs,
+      heldBytes: s.checkpoint.heldBytes, discardStartBytes: s.checkpoint.discardStartBytes,
+    },
   };
+}
+
+function checkpointLine(c: PoolReport['checkpoint']): string {
+  if (c.state === 'active') {
+    return `txg ${c.txg}, created ${new Date(c.createdMs ?? 0).toISOString()}, holding ${formatSize(c.heldBytes)}`;
+  }
+  if (c.state === 'discarding') {
+    const start = c.discardStartBytes ?? c.heldBytes;
+    const done = start === 0 ? 100 : Math.floor((100 * (start - c.heldBytes)) / start);
+    return `discarding, ${formatSize(c.heldBytes)} of ${formatSize(start)} left (${done}% done; goes on while the pool is open)`;
+  }
+  return 'none';
 }
 
 export function listRowOf(r: PoolReport, vdevs: readonly string[]): ListRow {
@@ -185,6 +209,7 @@ export function renderStatus(reports: readonly PoolReport[]): string {
         ` state: ${r.state}`,
         `   txg: ${r.txg}`,
         ` space: ${formatSize(r.sizeBytes)} size, ${formatSize(r.allocatedBytes)} allocated, ${formatSize(r.freeBytes)} free`,
+        `checkpoint: ${checkpointLine(r.checkpoint)}`,
         'config:',
         '',
         config.replace(/^/gm, '    ').trimEnd(),
