@@ -8,8 +8,9 @@ import * as checksum from './checksum.bench.js';
 import * as dataset from './dataset.bench.js';
 import * as zil from './intent-log.bench.js';
 import * as pool from './pool.bench.js';
+import * as stream from './stream.bench.js';
 
-const SUITES: Record<string, { run(): Promise<Figure[]> }> = { checksum, pool, dataset, zil, checkpoint };
+const SUITES: Record<string, { run(): Promise<Figure[]> }> = { checksum, pool, dataset, zil, checkpoint, stream };
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);

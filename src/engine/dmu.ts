@@ -6,7 +6,7 @@
 // A single-block object grows its block (powers of two) up to its max block size, so small
 // objects take little space and large ones get whole records.
 
-import { assert, mpError } from '../lib/index.js';
+import { assert, copyBytes, mpError } from '../lib/index.js';
 import {
   BLOCK_SHIFT_MAX,
   BLOCK_SHIFT_MIN,
@@ -208,8 +208,14 @@ export async function write(os: ObjectSet, tx: Tx, obj: ObjectId, offset: number
       const from = Math.max(offset, b * bs);
       const to = Math.min(end, (b + 1) * bs);
       let block = od.blocks.get(b);
+      if (block === undefined && to - from === bs) {
+        // A whole new block: a copy of the caller's bytes (no zeroed buffer to copy into).
+        od.blocks.set(b, copyBytes(data, from - offset, to - offset));
+        os.addDirtyBytes(tx.txg, bs);
+        continue;
+      }
       if (block === undefined) {
-        block = to - from === bs ? new Uint8Array(bs) : await os.readBlock(obj, b, h.blockShift);
+        block = await os.readBlock(obj, b, h.blockShift);
         od.blocks.set(b, block);
         os.addDirtyBytes(tx.txg, bs);
       }

@@ -7,6 +7,13 @@ import { mpError } from '../lib/index.js';
 
 export const NAME_BYTES_MAX = 255;
 const COMPONENT = /^[A-Za-z0-9_.:-]+$/;
+/**
+ * A dataset component may end in this: the temporary dataset a receive writes into
+ * (`pool/a%recv`). Only the receive creates such names; listings leave them out.
+ */
+export const RECV_SUFFIX = '%recv';
+/** Where a stopped receive's temporary dataset keeps its resume token (in its property ZAP). */
+export const RESUME_TOKEN_KEY = 'receive_resume_token';
 
 export interface DatasetName {
   readonly pool: string;
@@ -22,7 +29,8 @@ function invalid(text: string, why: string): never {
   throw mpError('EINVAL', `invalid dataset name '${text}': ${why}`, { name: text });
 }
 
-function checkComponent(text: string, part: string, what: string): void {
+function checkComponent(text: string, part: string, what: string, internal = false): void {
+  if (internal && part.endsWith(RECV_SUFFIX) && part.length > RECV_SUFFIX.length) part = part.slice(0, -RECV_SUFFIX.length);
   if (part.length === 0) invalid(text, `empty ${what}`);
   if (part === '.' || part === '..') invalid(text, `'${part}' is not a valid ${what}`);
   if (!COMPONENT.test(part)) invalid(text, `${what} '${part}' may only hold letters, digits and _ . : -`);
@@ -45,7 +53,7 @@ export function parseName(text: string, allowed: readonly NameKind[]): DatasetNa
   if (pool === undefined || pool.length === 0) invalid(text, 'no pool name');
   if (!/^[A-Za-z]/.test(pool)) invalid(text, 'the pool name must start with a letter');
   checkComponent(text, pool, 'pool name');
-  for (const p of path) checkComponent(text, p, 'component');
+  for (const [i, p] of path.entries()) checkComponent(text, p, 'component', i === path.length - 1);
   if (tail !== undefined) checkComponent(text, tail, kind === 'snapshot' ? 'snapshot name' : 'bookmark name');
   return {
     pool,
@@ -53,6 +61,11 @@ export function parseName(text: string, allowed: readonly NameKind[]): DatasetNa
     ...(kind === 'snapshot' && tail !== undefined ? { snapshot: tail } : {}),
     ...(kind === 'bookmark' && tail !== undefined ? { bookmark: tail } : {}),
   };
+}
+
+/** Is this the name of a receive's temporary dataset (or something under one)? */
+export function isReceiveTemp(text: string): boolean {
+  return text.includes(RECV_SUFFIX);
 }
 
 export function formatName(n: DatasetName): string {

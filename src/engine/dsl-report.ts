@@ -6,7 +6,7 @@
 import { assert } from '../lib/index.js';
 import { type DatasetRecord } from './dataset-record.js';
 import { deadlistBytes, deadlistChunks, sumBytes } from './deadlist.js';
-import { parseName } from './dsl-names.js';
+import { RECV_SUFFIX, RESUME_TOKEN_KEY, parseName } from './dsl-names.js';
 import { PROPERTY_NAMES } from './dsl-props.js';
 import { blocksBornAfter } from './traverse.js';
 import { type BlockPointer, type Guid, type ObjectId, type Txg } from './types.js';
@@ -70,8 +70,15 @@ export async function properties(c: Catalog, text: string): Promise<PropertyValu
     fixed('available', c.o.host.availableBytes()),
     fixed('origin', origin === undefined ? '-' : `${c.nameOf(origin.head)}@${origin.name}`),
     fixed('appliedtid', r.appliedTid),
+    fixed('receive_resume_token', resumeTokenOf(c, text) ?? '-'),
     ...PROPERTY_NAMES.map((p) => c.property(node, p)),
   ];
+}
+
+/** The token a stopped resumable receive into head `text` left in its temporary dataset (dsl.ts). */
+export function resumeTokenOf(c: Catalog, text: string): string | undefined {
+  const node = c.head(text);
+  return node.parent?.children.get(`${node.component}${RECV_SUFFIX}`)?.props.get(RESUME_TOKEN_KEY);
 }
 
 export function spaceOf(c: Catalog, node: HeadNode): { used: number; children: number } {

@@ -84,14 +84,14 @@ export async function createHeadSync(
   return node;
 }
 
-export async function snapshotSync(c: Catalog, tx: dmu.Tx, node: HeadNode, name: string, g: Guid): Promise<void> {
+export async function snapshotSync(c: Catalog, tx: dmu.Tx, node: HeadNode, name: string, g: Guid, creationMs?: number): Promise<void> {
   const h = node.record;
   const snapRecord: DatasetRecord = {
     ...h,
     kind: DatasetKind.snapshot,
     createdTxg: tx.txg,
     guid: g,
-    creationMs: c.o.clock.wallMs(),
+    creationMs: creationMs ?? c.o.clock.wallMs(),
     parent: node.obj,
     nextSnap: objectId(0),
     children: objectId(0),
@@ -243,4 +243,75 @@ export async function rollbackSync(c: Catalog, tx: dmu.Tx, snap: SnapNode): Prom
   node.pendingTid.clear();
   await old?.quiesce();
   await c.openHead(node);
+}
+
+/**
+ * Swaps `clone` into `node` (a receive that ends well): the clone's origin is the head's newest
+ * snapshot and the head has not changed since it, so the head takes the clone's tree as if the
+ * clone's changes had been made on it — its root, its deadlist (the snapshot's blocks the clone
+ * killed) and its space figures — and the clone goes without freeing a block. Reads the clone's
+ * deadlist (as long as the change) before the first write.
+ */
+export async function swapCloneSync(c: Catalog, tx: dmu.Tx, node: HeadNode, clone: HeadNode): Promise<void> {
+  const h = node.record;
+  const k = clone.record;
+  assert(k.origin === h.prevSnap && clone.snapshots.size === 0 && clone.children.size === 0 && clone.parent !== null, 'swap of a clone of the newest snapshot');
+  assert(h.uniqueBytes === 0 && bpEqual(h.root, c.snaps.get(h.prevSnap)?.record.root), 'swap into a head unchanged since its snapshot');
+  assert(node.os === null || !node.os.hasDirty(tx.txg), 'a swapped head has nothing dirty');
+  assert(clone.os === null || !clone.os.hasDirty(tx.txg), 'a swapped clone has nothing dirty');
+  // The snapshot's blocks the clone killed: the head now kills them (charged like HeadStore.free).
+  let killed = 0;
+  for await (const chunk of deadlistChunks(c.o.mos, k.deadlist)) {
+    for (const bp of chunk) if (bp.birth > node.originTxg) killed += sumBytes([bp]);
+  }
+  const headRecord: DatasetRecord = {
+    ...h,
+    root: k.root,
+    deadlist: k.deadlist,
+    referencedBytes: k.referencedBytes,
+    uniqueBytes: k.uniqueBytes,
+    ownBytes: h.ownBytes - killed + k.ownBytes,
+    snapUsedBytes: h.snapUsedBytes + killed,
+    appliedTid: k.appliedTid,
+  };
+  await dmu.freeObject(c.o.mos, tx, h.deadlist);
+  await c.writeRecord(tx, node.obj, headRecord);
+  for (const obj of [k.children, k.snapshots, k.bookmarks, k.props]) await dmu.freeObject(c.o.mos, tx, obj);
+  assert(k.intentLog === 0, 'a receive clone has no intent log');
+  const origin = c.snaps.get(k.origin);
+  assert(origin !== undefined);
+  const originRecord = { ...origin.record, clones: origin.record.clones - 1 };
+  await c.writeRecord(tx, origin.obj, originRecord);
+  await (await c.openZap(tx, clone.parent.record.children)).remove(clone.component);
+  await dmu.freeObject(c.o.mos, tx, clone.obj);
+  origin.record = originRecord;
+  clone.parent.children.delete(clone.component);
+  c.heads.delete(clone.obj);
+  clone.destroyed = true;
+  const olds = [node.os, clone.os];
+  clone.os = null;
+  node.os = null;
+  node.record = headRecord;
+  node.pendingTid.clear();
+  for (const os of olds) await os?.quiesce();
+  await c.openHead(node);
+}
+
+/** Renames a head in syncing context (the receive of a full stream moves its dataset in place). */
+export async function renameHeadSync(c: Catalog, tx: dmu.Tx, node: HeadNode, parent: HeadNode, component: string): Promise<void> {
+  const old = node.parent;
+  assert(old !== null);
+  await (await c.openZap(tx, old.record.children)).remove(node.component);
+  await (await c.openZap(tx, parent.record.children)).set(component, zapNumber(node.obj));
+  const record = { ...node.record, parent: parent.obj };
+  await c.writeRecord(tx, node.obj, record);
+  old.children.delete(node.component);
+  parent.children.set(component, node);
+  node.parent = parent;
+  node.component = component;
+  node.record = record;
+}
+
+function bpEqual(a: BlockPointer, b: BlockPointer | undefined): boolean {
+  return b !== undefined && a.birth === b.birth && a.dvas.length === b.dvas.length && a.dvas.every((d, i) => d.vdev === b.dvas[i]?.vdev && d.offset === b.dvas[i]?.offset);
 }

@@ -21,10 +21,10 @@
 // (dsl-catalog.ts), waits on the datasets' gates where needed, and queues the sync task that
 // makes the change (dsl-sync.ts). Reports and invariant checks live in dsl-report.ts.
 
-import { assert, mpError, writeU64Number } from '../lib/index.js';
+import { assert, hasCode, mpError, writeU64Number } from '../lib/index.js';
 import { appendDeadlist } from './deadlist.js';
 import * as dmu from './dmu.js';
-import { formatName, parseName } from './dsl-names.js';
+import { RECV_SUFFIX, RESUME_TOKEN_KEY, formatName, isReceiveTemp, parseName } from './dsl-names.js';
 import { canonicalProperty, checksumOfProperty, parseRecordSize } from './dsl-props.js';
 import { ObjectSet } from './objset.js';
 import { DurableLog } from './durable-log.js';
@@ -34,8 +34,8 @@ import { Zil, decodeZilRecord } from './zil.js';
 import { type BlockPointer, type ObjectId, type Txg, newGuid, objectId } from './types.js';
 import { zapNumber } from './zap.js';
 import { type Bookmark, Catalog, type DslOptions, type HeadNode, type SnapNode, canonicalProps, checkGuid, checkTag, encodeBookmark } from './dsl-catalog.js';
-import { type DatasetEntry, type DatasetType, type PropertyValue, checkInvariants, list, properties } from './dsl-report.js';
-import { createHeadSync, destroyHeadSync, destroySnapshotSync, rollbackSync, snapshotSync } from './dsl-sync.js';
+import { type DatasetEntry, type DatasetType, type PropertyValue, checkInvariants, list, properties, resumeTokenOf } from './dsl-report.js';
+import { createHeadSync, destroyHeadSync, destroySnapshotSync, renameHeadSync, rollbackSync, snapshotSync, swapCloneSync } from './dsl-sync.js';
 
 export type { Bookmark, DslHost, DslOptions } from './dsl-catalog.js';
 export type { DatasetEntry, DatasetType, PropertyValue } from './dsl-report.js';
@@ -90,8 +90,8 @@ export class Dsl {
   }
 
   /** Datasets, snapshots and bookmarks under `under` (default: the whole pool), by name. */
-  list(options: { under?: string; types?: readonly DatasetType[] } = {}): Promise<DatasetEntry[]> {
-    return list(this.c, options);
+  async list(options: { under?: string; types?: readonly DatasetType[] } = {}): Promise<DatasetEntry[]> {
+    return (await list(this.c, options)).filter((e) => !isReceiveTemp(e.name));
   }
 
   /** See dsl-report.ts; `isLive` tells whether the pool's walk reached a block. */
@@ -267,6 +267,7 @@ export class Dsl {
   }
 
   async create(text: string, props: ReadonlyMap<string, string> = new Map()): Promise<void> {
+    notReserved(text);
     const canonical = canonicalProps(props);
     this.c.parentFor(text);
     await this.c.o.host.syncTask(async (tx) => {
@@ -276,6 +277,7 @@ export class Dsl {
   }
 
   async clone(snapText: string, text: string, props: ReadonlyMap<string, string> = new Map()): Promise<void> {
+    notReserved(text);
     const canonical = canonicalProps(props);
     this.c.snapNamed(snapText);
     this.c.parentFor(text);
@@ -359,6 +361,7 @@ export class Dsl {
 
   /** Takes a snapshot (with the caller's guid when given, for the cluster and receive). */
   async snapshot(text: string, options: { guid?: bigint } = {}): Promise<void> {
+    notReserved(text);
     const n = parseName(text, ['snapshot']);
     const headText = formatName({ pool: n.pool, path: n.path });
     const snapName = n.snapshot ?? '';
@@ -482,6 +485,8 @@ export class Dsl {
 
   /** Renames a dataset (it may move under another parent) or a snapshot within its dataset. */
   async rename(from: string, to: string): Promise<void> {
+    notReserved(from);
+    notReserved(to);
     const a = parseName(from, ['dataset', 'snapshot']);
     const b = parseName(to, ['dataset', 'snapshot']);
     if ((a.snapshot === undefined) !== (b.snapshot === undefined)) {
@@ -521,18 +526,117 @@ export class Dsl {
     check();
     await this.c.o.host.syncTask(async (tx) => {
       const { node, parent, component } = check();
-      const old = node.parent;
-      assert(old !== null);
-      await (await this.c.openZap(tx, old.record.children)).remove(node.component);
-      await (await this.c.openZap(tx, parent.record.children)).set(component, zapNumber(node.obj));
-      const record = { ...node.record, parent: parent.obj };
-      await this.c.writeRecord(tx, node.obj, record);
-      old.children.delete(node.component);
-      parent.children.set(component, node);
-      node.parent = parent;
-      node.component = component;
-      node.record = record;
+      await renameHeadSync(this.c, tx, node, parent, component);
     });
+  }
+
+  // --- receive (src/sync): a stream is written to a temporary dataset, `<target>%recv` ---
+
+  /**
+   * Creates the temporary dataset a receive into `target` writes to: a clone of `from` (a
+   * snapshot of target, for an incremental stream) or a new dataset (a full stream, target must
+   * not exist: EEXIST). A temporary dataset left by a receive that never ended goes first.
+   * Returns its name.
+   */
+  async receiveBegin(target: string, from: string | null): Promise<string> {
+    notReserved(target);
+    const temp = `${target}${RECV_SUFFIX}`;
+    if (from === null) this.c.parentFor(target);
+    else this.c.snapNamed(from);
+    if (this.receiveResumeToken(target) !== undefined) {
+      throw mpError('EBUSY', `a resumable receive into ${target} is in progress: resume it with its token, or abort it`, { name: target });
+    }
+    if (this.exists(temp)) await this.destroy(temp, { recursive: true });
+    await this.c.o.host.syncTask(async (tx) => {
+      const { parent, component } = this.c.parentFor(temp);
+      if (from === null) {
+        if (this.exists(target)) throw mpError('EEXIST', `${target} exists: a full stream creates its dataset`, { name: target });
+        await createHeadSync(this.c, tx, parent, component, new Map(), null);
+      } else {
+        await createHeadSync(this.c, tx, parent, component, new Map(), this.c.snapNamed(from));
+      }
+    });
+    return temp;
+  }
+
+  /**
+   * The stream into `target` ended well: in one txg the temporary dataset becomes the target
+   * (swapped in for an incremental stream, renamed for a full one) and the target gets snapshot
+   * `snap` with the sender's guid and creation time. EBUSY when the target changed meanwhile.
+   */
+  async receiveEnd(target: string, snap: { name: string; guid: bigint; creationMs: number }): Promise<void> {
+    const temp = `${target}${RECV_SUFFIX}`;
+    const guid = checkGuid(snap.guid);
+    const check = (): { node: HeadNode | null; clone: HeadNode } => {
+      const clone = this.c.head(temp);
+      const node = this.exists(target) ? this.c.head(target) : null;
+      if (node === null && clone.record.origin !== 0) throw mpError('ENOENT', `${target} no longer exists`, { name: target });
+      if (node !== null && clone.record.origin === 0) throw mpError('EEXIST', `${target} exists: a full stream creates its dataset`, { name: target });
+      if (node !== null) {
+        const newest = this.c.snaps.get(node.record.prevSnap);
+        if (newest === undefined || newest.obj !== clone.record.origin || node.record.uniqueBytes !== 0 || node.record.root.birth !== newest.record.root.birth) {
+          throw mpError('EBUSY', `${target} changed during the receive`, { name: target });
+        }
+      }
+      if ((node ?? clone).snapshots.has(snap.name)) throw mpError('EEXIST', `snapshot ${target}@${snap.name} exists`, { name: `${target}@${snap.name}` });
+      return { node, clone };
+    };
+    check();
+    const node = this.exists(target) ? this.c.head(target) : null;
+    const body = async (): Promise<void> => {
+      await this.c.o.host.sync();
+      await this.c.o.host.syncTask(async (tx) => {
+        const { node: head, clone } = check();
+        if (head === null) {
+          const { parent, component } = this.c.parentFor(target);
+          if (clone.props.delete(RESUME_TOKEN_KEY)) await (await this.c.openZap(tx, clone.record.props)).remove(RESUME_TOKEN_KEY);
+          await renameHeadSync(this.c, tx, clone, parent, component);
+          await snapshotSync(this.c, tx, clone, snap.name, guid, snap.creationMs);
+        } else {
+          await swapCloneSync(this.c, tx, head, clone);
+          await snapshotSync(this.c, tx, head, snap.name, guid, snap.creationMs);
+        }
+      });
+    };
+    if (node === null) await body();
+    else await node.gate.withExclusive(body);
+  }
+
+  /**
+   * A resumable receive into `target` stopped: its temporary dataset (everything applied so far,
+   * which the caller has synced) keeps `token` until the receive resumes or is aborted.
+   */
+  async receiveSuspend(target: string, token: string): Promise<void> {
+    const temp = `${target}${RECV_SUFFIX}`;
+    this.c.head(temp);
+    await this.c.o.host.syncTask(async (tx) => {
+      const node = this.c.head(temp);
+      await (await this.c.openZap(tx, node.record.props)).set(RESUME_TOKEN_KEY, new TextEncoder().encode(token));
+      node.props.set(RESUME_TOKEN_KEY, token);
+    });
+  }
+
+  /** The token a stopped resumable receive into `target` left, if any. */
+  receiveResumeToken(target: string): string | undefined {
+    const temp = `${target}${RECV_SUFFIX}`;
+    if (this.exists(target)) return resumeTokenOf(this.c, target);
+    return this.exists(temp) ? this.c.head(temp).props.get(RESUME_TOKEN_KEY) : undefined;
+  }
+
+  /** The receive into `target` failed or was abandoned: its temporary dataset goes. */
+  async receiveAbort(target: string): Promise<void> {
+    const temp = `${target}${RECV_SUFFIX}`;
+    if (this.exists(temp)) await this.destroy(temp, { recursive: true });
+  }
+
+  private exists(text: string): boolean {
+    try {
+      this.c.head(text);
+      return true;
+    } catch (e) {
+      if (hasCode(e, 'ENOENT')) return false;
+      throw e;
+    }
   }
 
   async setProperty(text: string, property: string, value: string): Promise<void> {
@@ -544,4 +648,9 @@ export class Dsl {
       node.props.set(property, canonical);
     });
   }
+}
+
+/** Names ending in %recv belong to receive (EINVAL for anyone else). */
+function notReserved(text: string): void {
+  if (isReceiveTemp(text)) throw mpError('EINVAL', `invalid dataset name '${text}': names with ${RECV_SUFFIX} are reserved for receive`, { name: text });
 }

@@ -13,6 +13,8 @@ export type { ZapEntry, ZapKey } from './zap.js';
 export { readDiskLabels, readPool } from './label.js';
 export type { PoolConfig, Uberblock } from './label.js';
 export { traverseObjset } from './traverse.js';
+export { FREE_OBJECTS_TAIL, changesSince } from './changes.js';
+export type { ChangeEvent } from './changes.js';
 export { BlockType, HOLE, isHole, guid, objectId, txg } from './types.js';
 export type { BlockPointer, Dva, Guid, ObjectId, Txg } from './types.js';
 export { MIRROR_CHILDREN_MAX } from './vdev.js';

@@ -21,9 +21,19 @@ export function fromHex(hex: string): Uint8Array {
   return new Uint8Array(Buffer.from(hex, 'hex'));
 }
 
+/**
+ * A copy of `bytes` (a plain Uint8Array, whatever `bytes` is: Buffer.prototype.slice would
+ * return a view). Faster than allocating and then setting: the new memory is not zeroed first,
+ * which on this kind of VM costs more than the copy for buffers of 128 KiB and up.
+ */
+export function copyBytes(bytes: Uint8Array, start = 0, end = bytes.length): Uint8Array {
+  return Uint8Array.prototype.slice.call(bytes, start, end);
+}
+
 export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
   let total = 0;
   for (const p of parts) total += p.length;
+  if (parts.length === 1 && parts[0] !== undefined) return copyBytes(parts[0]);
   const out = new Uint8Array(total);
   let pos = 0;
   for (const p of parts) {

@@ -3,7 +3,7 @@ export { assert, assertUint, unreachable, AssertionFailure } from './assert.js';
 export { ERROR_CODES, MirrorpoolError, mpError, hasCode, isErrorCode, renderErrorsDoc } from './errors.js';
 export type { ErrorCode, ErrorDetails } from './errors.js';
 export { limits } from './limits.js';
-export { bytesEqual, concatBytes, fromHex, toHex, readU64, writeU64, readU64Number, writeU64Number } from './bytes.js';
+export { bytesEqual, concatBytes, copyBytes, fromHex, toHex, readU64, writeU64, readU64Number, writeU64Number } from './bytes.js';
 export { Fletcher4, fletcher4, FLETCHER4_DIGEST_BYTES } from './fletcher4.js';
 export {
   CHECKSUM_BYTES,

@@ -13,4 +13,8 @@ export const limits = {
   fletcherChunkBytes: 256 * 1024,
   /** Largest simulated disk: SimDisk keeps two copies in memory. */
   simDiskBytesMax: 1024 * 1024 * 1024,
+  /** Largest WRITE payload in a send stream: one block of the largest block size. */
+  streamWriteBytesMax: 1024 * 1024,
+  /** Largest encoded send-stream record (one frame's body): a full WRITE plus room for its fields. */
+  streamRecordBytesMax: 1024 * 1024 + 64 * 1024,
 } as const;

@@ -4,12 +4,10 @@
 // tests stand in for; everything read back is compared byte for byte.
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Pool, keyed } from '../engine/index.js';
 import { FileDisk, Prng } from '../lib/index.js';
-import { main } from './cli.js';
-import { type Run as BaseRun, tempRoot } from './cli-test-support.js';
+import { type BytesRun as Run, runMain, tempRoot } from './cli-test-support.js';
 import { cliPoolEnv } from './pool-open.js';
 
 const SEED = 20240612;
@@ -17,34 +15,7 @@ const VDEV_SIZE = '64M';
 
 const temp = tempRoot('mirrorpool-cli-data-');
 
-interface Run extends BaseRun {
-  /** What the command wrote to the process's stdout (bytes of get and read). */
-  bytes: Buffer;
-}
-
 type Cli = (...args: string[]) => Promise<Run>;
-
-/** Runs main() with `stdin` as the process's stdin and the process's stdout captured. */
-async function runMain(args: string[], stdin: readonly Uint8Array[]): Promise<Run> {
-  let out = '';
-  let err = '';
-  const bytes: Buffer[] = [];
-  const input = vi.spyOn(process, 'stdin', 'get').mockReturnValue(Readable.from(stdin) as unknown as typeof process.stdin);
-  const write = (chunk: string | Uint8Array, ...rest: unknown[]): boolean => {
-    bytes.push(Buffer.from(chunk));
-    const done = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
-    done?.();
-    return true;
-  };
-  const output = vi.spyOn(process.stdout, 'write').mockImplementation(write);
-  try {
-    const code = await main(args, { out: { write: (s) => void (out += s) }, err: { write: (s) => void (err += s) } });
-    return { code, out, err, bytes: Buffer.concat(bytes) };
-  } finally {
-    output.mockRestore();
-    input.mockRestore();
-  }
-}
 
 /** A fresh home with pool `tank` and dataset `tank/ds`, and runners bound to that home. */
 async function workspace(): Promise<{ dir: string; vdev: string; cli: Cli; ok: Cli; piped: (stdin: readonly Uint8Array[], ...args: string[]) => Promise<Run> }> {

@@ -25,7 +25,7 @@ const CHUNK_BYTES = 1024 * 1024;
 const LIST_PAGE_KEYS = 1024;
 const UNIT_POWERS: Readonly<Record<string, number>> = { '': 0, K: 1, M: 2, G: 3, T: 4, P: 5, E: 6 };
 
-type ChunkWriter = (chunk: Uint8Array) => Promise<void>;
+export type ChunkWriter = (chunk: Uint8Array) => Promise<void>;
 
 /**
  * An exact byte count or offset: `4096`, `0`, or with a binary unit `64K`, `1.5M`, `2GiB` whose
@@ -116,7 +116,7 @@ async function* fileChunks(fh: FileHandle, path: string): AsyncGenerator<Uint8Ar
  * pool is, so a missing file or a folder fails before the key is touched; it is closed afterwards
  * whatever happened. A read error midway leaves the key with the bytes written so far.
  */
-async function withInput<T>(file: string | undefined, fn: (chunks: AsyncIterable<Uint8Array>) => Promise<T>): Promise<T> {
+export async function withInput<T>(file: string | undefined, fn: (chunks: AsyncIterable<Uint8Array>) => Promise<T>): Promise<T> {
   if (file === undefined || file === '-') return fn(rechunk(process.stdin, 'stdin'));
   let fh: FileHandle;
   try {
@@ -137,7 +137,7 @@ async function withInput<T>(file: string | undefined, fn: (chunks: AsyncIterable
  * Runs `fn` with a writer to the process's stdout. Each write resolves once its chunk is
  * flushed; a reader that went away (EPIPE) is ECANCELED instead of an unhandled stream error.
  */
-async function withStdout<T>(fn: (write: ChunkWriter) => Promise<T>): Promise<T> {
+export async function withStdout<T>(fn: (write: ChunkWriter) => Promise<T>): Promise<T> {
   const out = process.stdout;
   let broken: unknown = null;
   const onError = (e: unknown): void => {

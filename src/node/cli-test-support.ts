@@ -3,7 +3,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll } from 'vitest';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, vi } from 'vitest';
 import { main } from './cli.js';
 
 export interface Run {
@@ -39,4 +40,31 @@ export async function runCli(home: string, args: readonly string[]): Promise<Run
     err: { write: (s) => void (err += s) },
   });
   return { code, out, err };
+}
+
+export interface BytesRun extends Run {
+  /** What the command wrote to the process's stdout (bytes of get, read and send). */
+  bytes: Buffer;
+}
+
+/** Runs main() with `stdin` as the process's stdin and the process's stdout captured. */
+export async function runMain(args: string[], stdin: readonly Uint8Array[]): Promise<BytesRun> {
+  let out = '';
+  let err = '';
+  const bytes: Buffer[] = [];
+  const input = vi.spyOn(process, 'stdin', 'get').mockReturnValue(Readable.from(stdin) as unknown as typeof process.stdin);
+  const write = (chunk: string | Uint8Array, ...rest: unknown[]): boolean => {
+    bytes.push(Buffer.from(chunk));
+    const done = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
+    done?.();
+    return true;
+  };
+  const output = vi.spyOn(process.stdout, 'write').mockImplementation(write);
+  try {
+    const code = await main(args, { out: { write: (s) => void (out += s) }, err: { write: (s) => void (err += s) } });
+    return { code, out, err, bytes: Buffer.concat(bytes) };
+  } finally {
+    output.mockRestore();
+    input.mockRestore();
+  }
 }

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { MirrorpoolError, mpError } from '../lib/index.js';
 import { addDataCommands } from './cli-data.js';
 import { addDatasetCommands } from './cli-dataset.js';
+import { addStreamCommands } from './cli-stream.js';
 import { addPoolCommands } from './cli-pool.js';
 
 const USAGE_EXIT = 2;
@@ -54,6 +55,7 @@ export function buildProgram(out: { write(s: string): void }, err: { write(s: st
   addPoolCommands(program, { out, err });
   addDatasetCommands(program, { out, err });
   addDataCommands(program, { out, err });
+  addStreamCommands(program, { out, err });
   return program;
 }
 

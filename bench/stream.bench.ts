@@ -1,0 +1,186 @@
+// Send and receive on real files. A 1 GiB dataset (1024 keys of 1 MiB, 128 KiB records) is
+// snapshotted; then, one after another, 0.1 %, 1 % and 10 % of its blocks are overwritten and
+// snapshotted. Figures:
+//   - incremental send time (stream generated and discarded in-process) for each change against a
+//     full send of the same snapshot: the cost follows the change (target for 1 %: <= 0.05x);
+//   - `mirrorpool send | mirrorpool recv` of the full stream as two real processes joined by an
+//     OS pipe (each imports its own pool), against copying the stream's bytes file to file with
+//     an fsync at the end: throughput ratio, target >= 0.5x;
+//   - the 1 % change replicated with `send -i | recv` (two processes, a pipe), against `rsync -a`
+//     of the equivalent file tree (1024 files of 1 MiB, the same 128 KiB pieces changed) onto a
+//     copy of the base tree: time ratio, target <= 0.2x.
+// rsync must be installed (Debian: apt-get install rsync). Everything lives in a fresh folder
+// under os.tmpdir(), removed afterwards. Run after `npm run build` (the CLI runs from dist/).
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FileDisk, Prng, SystemClock, SystemRandom } from '../src/lib/index.js';
+import { Pool, type PoolTuning, keyed } from '../src/engine/index.js';
+import { estimateSend, sendPlan, sendStream } from '../src/sync/index.js';
+import { type Figure, figure, GiB, MiB } from './harness.js';
+
+const SUITE = 'stream';
+const POOL_FILE_BYTES = 3 * GiB;
+const KEYS = 1024;
+const KEY_BYTES = MiB;
+const PIECE = 128 * 1024;
+const PIECES_PER_KEY = KEY_BYTES / PIECE;
+const CHANGES = [0.001, 0.01, 0.1] as const;
+const SEED = 20_261_201;
+const TUNING = { txgTimeoutMs: 0, dirtyMaxBytes: 256 * MiB, dirtySyncBytes: 64 * MiB, cacheBytes: 64 * MiB } satisfies PoolTuning;
+/** The CLI, from dist/bench/ (where this file runs once built). */
+const BIN = fileURLToPath(new URL('../../bin/mirrorpool.js', import.meta.url));
+
+function log(line: string): void {
+  process.stderr.write(`  stream: ${line}\n`);
+}
+
+/** Which 128 KiB pieces (key, piece) a change of `fraction` overwrites: a seeded choice. */
+function piecesFor(fraction: number, seed: number): [number, number][] {
+  const r = new Prng(seed);
+  const n = Math.max(1, Math.round(KEYS * PIECES_PER_KEY * fraction));
+  const chosen = new Set<number>();
+  while (chosen.size < n) chosen.add(r.int(KEYS * PIECES_PER_KEY));
+  return [...chosen].map((p) => [Math.floor(p / PIECES_PER_KEY), p % PIECES_PER_KEY]);
+}
+
+function cli(home: string, args: readonly string[]): { code: number | null; err: string } {
+  const r = spawnSync(process.execPath, [BIN, '--home', home, ...args], { encoding: 'utf8', maxBuffer: 64 * MiB });
+  if (r.status !== 0) throw new Error(`bench: mirrorpool ${args.join(' ')} failed: ${r.stderr}`);
+  return { code: r.status, err: r.stderr };
+}
+
+/** `mirrorpool send ... | mirrorpool recv ...` as two processes and an OS pipe; wall ms. */
+async function pipeline(home: string, sendArgs: readonly string[], recvArgs: readonly string[]): Promise<number> {
+  const start = performance.now();
+  const sender = spawn(process.execPath, [BIN, '--home', home, 'send', ...sendArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const receiver = spawn(process.execPath, [BIN, '--home', home, 'recv', ...recvArgs], { stdio: ['pipe', 'ignore', 'pipe'] });
+  sender.stdout.pipe(receiver.stdin);
+  let errors = '';
+  sender.stderr.on('data', (d: Buffer) => (errors += d.toString()));
+  receiver.stderr.on('data', (d: Buffer) => (errors += d.toString()));
+  const exit = (p: { on(event: 'close', listener: (code: number | null) => void): unknown }): Promise<number | null> =>
+    new Promise((resolve) => p.on('close', resolve));
+  const [a, b] = await Promise.all([exit(sender), exit(receiver)]);
+  if (a !== 0 || b !== 0) throw new Error(`bench: send | recv failed (${a}, ${b}): ${errors}`);
+  return performance.now() - start;
+}
+
+/** Copies `from` to `to` in 1 MiB pieces and fsyncs it; wall ms. */
+async function copyWithFsync(from: string, to: string): Promise<number> {
+  const start = performance.now();
+  const src = await open(from, 'r');
+  const dst = await open(to, 'w');
+  const buf = new Uint8Array(MiB);
+  for (;;) {
+    const { bytesRead } = await src.read(buf, 0, buf.length, null);
+    if (bytesRead === 0) break;
+    await dst.write(buf, 0, bytesRead);
+  }
+  await dst.sync();
+  await Promise.all([src.close(), dst.close()]);
+  return performance.now() - start;
+}
+
+async function drain(pool: Pool, to: string, from?: string): Promise<{ ms: number; bytes: number; estimate: number }> {
+  const plan = await sendPlan(pool, to, from === undefined ? {} : { from });
+  const estimate = await estimateSend(pool, plan);
+  const start = performance.now();
+  let bytes = 0;
+  for await (const frame of sendStream(pool, plan)) bytes += frame.length;
+  return { ms: performance.now() - start, bytes, estimate };
+}
+
+export async function run(): Promise<Figure[]> {
+  if (spawnSync('rsync', ['--version']).status !== 0) throw new Error('bench: rsync is not installed (Debian: apt-get install rsync)');
+  const dir = await mkdtemp(join(tmpdir(), 'mirrorpool-bench-stream-'));
+  try {
+    const home = join(dir, 'home');
+    const tree = join(dir, 'tree');
+    const mirror = join(dir, 'mirror');
+    await Promise.all([mkdir(tree), mkdir(mirror)]);
+    // The source pool, created in-process, then exported for the CLI processes.
+    const srcPath = join(dir, 'src.img');
+    const pool = await Pool.create('src', [[{ disk: await FileDisk.open(srcPath, { createBytes: POOL_FILE_BYTES }), path: srcPath }]], {
+      clock: new SystemClock(), random: new SystemRandom(), tuning: TUNING,
+    });
+    const noise = new Uint8Array(KEY_BYTES);
+    const r = new Prng(SEED);
+    await pool.dsl.create('src/d');
+    for (let k = 0; k < KEYS; k++) {
+      r.fill(noise);
+      await pool.dsl.withView('src/d', 'write', (v) => keyed.putKey(v, () => pool.assign(), `k${k}`, noise));
+      await writeFile(join(tree, `k${k}`), noise);
+    }
+    await pool.dsl.snapshot('src/d@base');
+    const full = await drain(pool, 'src/d@base');
+    log(`full send of 1 GiB: ${full.ms.toFixed(0)} ms, ${(full.bytes / MiB).toFixed(1)} MiB (estimate ${(full.estimate / MiB).toFixed(1)} MiB)`);
+    const incs: { fraction: number; ms: number; bytes: number }[] = [];
+    let prev = 'src/d@base';
+    const piece = new Uint8Array(PIECE);
+    for (const [i, fraction] of CHANGES.entries()) {
+      for (const [k, p] of piecesFor(fraction, SEED + i)) {
+        r.fill(piece);
+        await pool.dsl.withView('src/d', 'write', (v) => keyed.writeKey(v, () => pool.assign(), `k${k}`, p * PIECE, piece));
+      }
+      const snap = `src/d@p${i}`;
+      await pool.dsl.snapshot(snap);
+      const inc = await drain(pool, snap, prev);
+      incs.push({ fraction, ms: inc.ms, bytes: inc.bytes });
+      log(`${fraction * 100}% changed: incremental send ${inc.ms.toFixed(1)} ms, ${(inc.bytes / MiB).toFixed(2)} MiB (estimate ${(inc.estimate / MiB).toFixed(2)} MiB)`);
+      prev = snap;
+    }
+    await pool.export();
+    // Real processes from here: register the source pool and make the target pool.
+    cli(home, ['pool', 'import', '--dir', srcPath, 'src']);
+    cli(home, ['pool', 'create', '--size', '3G', 'dst', join(dir, 'dst.img')]);
+    const pipeMs = await pipeline(home, ['src/d@base'], ['dst/d']);
+    const streamFile = join(dir, 'stream.bin');
+    const fh = await open(streamFile, 'w');
+    const out = spawnSync(process.execPath, [BIN, '--home', home, 'send', 'src/d@base'], { stdio: ['ignore', fh.fd, 'pipe'] });
+    await fh.close();
+    if (out.status !== 0) throw new Error(`bench: send to a file failed: ${String(out.stderr)}`);
+    const streamBytes = (await stat(streamFile)).size;
+    const copyMs = await copyWithFsync(streamFile, join(dir, 'stream.copy'));
+    log(`send | recv of ${(streamBytes / MiB).toFixed(0)} MiB: ${pipeMs.toFixed(0)} ms; file copy + fsync: ${copyMs.toFixed(0)} ms`);
+    // The 1 % change, replicated both ways, onto a copy of the base.
+    spawnSync('cp', ['-a', `${tree}/.`, mirror]);
+    for (const [k, p] of piecesFor(0.01, SEED + 1)) {
+      r.fill(piece);
+      const fh = await open(join(tree, `k${k}`), 'r+');
+      await fh.write(piece, 0, PIECE, p * PIECE);
+      await fh.close();
+    }
+    spawnSync('sync');
+    const rsyncStart = performance.now();
+    const rs = spawnSync('rsync', ['-a', `${tree}/`, `${mirror}/`]);
+    if (rs.status !== 0) throw new Error(`bench: rsync failed: ${rs.stderr.toString()}`);
+    const rsyncMs = performance.now() - rsyncStart;
+    // dst/d moves to p0 first; p0 -> p1 is exactly the 1 % change.
+    await pipeline(home, ['-i', '@base', 'src/d@p0'], ['dst/d']);
+    const replMs = await pipeline(home, ['-i', '@p0', 'src/d@p1'], ['dst/d']);
+    log(`1% change: send -i | recv ${replMs.toFixed(0)} ms, rsync -a ${rsyncMs.toFixed(0)} ms`);
+    const check = await readFile(join(mirror, 'k0'));
+    if (check.length !== KEY_BYTES) throw new Error('bench: rsync left a short file');
+    return [
+      ...incs.map((x) =>
+        figure({
+          suite: SUITE, name: `incremental send, ${x.fraction * 100}% of 1 GiB changed`, value: x.ms, unit: 'ms',
+          versus: { label: 'full send', value: full.ms }, target: { op: '<=', ratio: x.fraction === 0.01 ? 0.05 : Math.min(1, x.fraction * 5) },
+        }),
+      ),
+      figure({
+        suite: SUITE, name: 'send | recv, full 1 GiB, two processes', value: streamBytes / MiB / (pipeMs / 1000), unit: 'MiB/s',
+        versus: { label: 'file copy + fsync', value: streamBytes / MiB / (copyMs / 1000) }, target: { op: '>=', ratio: 0.5 },
+      }),
+      figure({
+        suite: SUITE, name: 'replicate a 1% change: send -i | recv', value: replMs, unit: 'ms',
+        versus: { label: 'rsync -a of the file tree', value: rsyncMs }, target: { op: '<=', ratio: 0.2 },
+      }),
+    ];
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest';
+import { type ChangeEvent, changesSince } from './changes.js';
+import type { Pool } from './pool.js';
+import { createSimPool, pattern, putKey, simMachine } from './test-support.js';
+import * as keyed from './keyed.js';
+
+async function events(pool: Pool, snap: string, fromTxg: number): Promise<ChangeEvent[]> {
+  return pool.dsl.withView(snap, 'read', async (v) => {
+    const out: ChangeEvent[] = [];
+    for await (const e of changesSince(pool.store, v.os.rootPointer(), fromTxg)) out.push(e);
+    return out;
+  });
+}
+
+const txgOf = async (pool: Pool, name: string): Promise<number> => (await pool.dsl.list({ types: ['snapshot'] })).find((e) => e.name === name)?.createTxg ?? -1;
+
+describe('changes since a txg', () => {
+  it('visits everything from txg 0 and only what changed after a snapshot, holes included', async () => {
+    const m = simMachine(21);
+    const pool = await createSimPool(m);
+    await pool.dsl.create('tank/a', new Map([['recordsize', '4K']]));
+    for (let i = 0; i < 20; i++) await putKey(pool, 'tank/a', `k${i}`, pattern(i, 64 * 1024));
+    await pool.dsl.snapshot('tank/a@1');
+    const full = await events(pool, 'tank/a@1', 0);
+    const dataBlocks = full.filter((e) => e.kind === 'data').length;
+    expect(dataBlocks).toBeGreaterThanOrEqual(20 * 16);
+    expect(full.filter((e) => e.kind === 'free')).toEqual([]);
+    // One block rewritten, one range punched, one key removed.
+    await pool.dsl.withView('tank/a', 'write', async (v) => {
+      await keyed.writeKey(v, () => pool.assign(), 'k3', 8192, pattern(99, 100));
+      await keyed.truncateKey(v, () => pool.assign(), 'k4', 10_000);
+      await keyed.removeKey(v, () => pool.assign(), 'k5');
+    });
+    await pool.dsl.snapshot('tank/a@2');
+    const inc = await events(pool, 'tank/a@2', await txgOf(pool, 'tank/a@1'));
+    const data = inc.filter((e) => e.kind === 'data');
+    // k3's rewritten block, k4's last partial block, the key directory's changed blocks.
+    expect(data.length).toBeLessThan(12);
+    expect(data.some((e) => e.kind === 'data' && e.blockId === 2)).toBe(true);
+    const objects = inc.filter((e) => e.kind === 'object').length;
+    expect(objects).toBeLessThan(full.filter((e) => e.kind === 'object').length + 1);
+    const freed = inc.filter((e) => e.kind === 'freeObjects');
+    expect(freed.length).toBeGreaterThan(0);
+    await pool.export();
+  });
+});
