@@ -8,12 +8,21 @@ import { type Run, runCli, tempRoot } from './cli-test-support.js';
 
 const temp = tempRoot('mirrorpool-cli-checkpoint-');
 
-async function workspace(): Promise<{ dir: string; cli: (...args: string[]) => Promise<Run> }> {
+type Cli = (...args: string[]) => Promise<Run>;
+
+/** A fresh vdev folder and home; `ok` runs a command that must succeed. */
+async function workspace(): Promise<{ dir: string; cli: Cli; ok: Cli }> {
   const base = temp.caseDir();
   const dir = join(base, 'vdevs');
   await mkdir(dir, { recursive: true });
   const home = join(base, 'home');
-  return { dir, cli: (...args: string[]) => runCli(home, args) };
+  const cli: Cli = (...args) => runCli(home, args);
+  const ok: Cli = async (...args) => {
+    const r = await cli(...args);
+    expect(r.code, `${args.join(' ')}: ${r.err}`).toBe(0);
+    return r;
+  };
+  return { dir, cli, ok };
 }
 
 function expectError(r: Run, status: number, code: string): void {
@@ -24,11 +33,7 @@ function expectError(r: Run, status: number, code: string): void {
 describe('mirrorpool pool checkpoint', () => {
   it('takes a checkpoint, shows it, refuses a second one, and rewinds to it at import', async () => {
     const w = await workspace();
-    const ok = async (...args: string[]): Promise<Run> => {
-      const r = await w.cli(...args);
-      expect(r.code, `${args.join(' ')}: ${r.err}`).toBe(0);
-      return r;
-    };
+    const ok = w.ok;
     const file = join(w.dir, 'data.bin');
     const data = new Uint8Array(300_000);
     new Prng(7).fill(data);
@@ -64,11 +69,7 @@ describe('mirrorpool pool checkpoint', () => {
 
   it('discards a checkpoint and gives its space back; attach and reguid wait for it', async () => {
     const w = await workspace();
-    const ok = async (...args: string[]): Promise<Run> => {
-      const r = await w.cli(...args);
-      expect(r.code, `${args.join(' ')}: ${r.err}`).toBe(0);
-      return r;
-    };
+    const ok = w.ok;
     const file = join(w.dir, 'data.bin');
     await writeFile(file, new Uint8Array(500_000).fill(7));
     await ok('pool', 'create', '--size', '64M', 'tank', join(w.dir, 'a.img'));

@@ -66,7 +66,12 @@ describe('mirrorpool send and recv', () => {
     expect(await guids('dst')).toEqual(await guids('src'));
     // The same increment again: the target already has it.
     expectError(await w.run([inc.bytes], 'recv', 'dst/d'), 1, 'EEXIST');
-    expectError(await w.run([], 'send', '-I', '@1', 'src/d@3'), 1, 'ENOTSUP');
+    // -I: every snapshot in between, as a package, onto a fresh copy.
+    await w.ok([full.bytes], 'recv', 'dst/e');
+    expect((await w.ok([], 'send', '--estimate', '-I', '@1', 'src/d@3')).out).toMatch(/incremental \(2 streams\)/);
+    await w.ok([(await w.ok([], 'send', '-I', '@1', 'src/d@3')).bytes], 'recv', 'dst/e');
+    expect((await w.ok([], 'dataset', 'list', '-t', 'snapshot', 'dst/e')).out).toMatch(/dst\/e@2[\s\S]*dst\/e@3/);
+    expectError(await w.run([], 'send', '-i', '@1', '-I', '@1', 'src/d@3'), 2, 'EINVAL');
     expectError(await w.run([], 'send'), 2, 'EINVAL');
   });
 

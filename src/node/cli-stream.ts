@@ -7,7 +7,7 @@
 import type { Command } from 'commander';
 import { type Pool, parseName } from '../engine/index.js';
 import { mpError } from '../lib/index.js';
-import { estimateSend, receiveStream, sendPlan, sendStream, decodeResumeToken } from '../sync/index.js';
+import { type SendPlan, decodeResumeToken, estimateSend, packageSnapshots, receiveStream, sendPlan, sendStream } from '../sync/index.js';
 import { type CliIo, home, poolOf, usage, withDsl } from './cli-common.js';
 import { withInput, withStdout } from './cli-data.js';
 import { withPool } from './pool-open.js';
@@ -41,30 +41,42 @@ function addSend(program: Command, io: CliIo): void {
     .command('send')
     .description('write a stream of a snapshot (or of what changed since -i) to stdout')
     .option('-i <from>', 'incremental from this snapshot or bookmark (@snap, #mark or a full name)')
-    .option('-I <from>', 'incremental with every snapshot in between (not built yet)')
+    .option('-I <from>', 'incremental from this snapshot, with every snapshot in between (a package of streams)')
     .option('-t <token>', 'resume the stream a stopped `recv -s` left a token for')
     .option('--estimate', 'print the size the stream would have, send nothing', false)
     .option('-v, --verbose', 'progress on stderr', false)
     .argument('[snapshot]', 'pool/ds@snap to send')
     .action(async (snapshot: string | undefined, _o: unknown, cmd: Command) => {
       const o = cmd.opts<{ i?: string; I?: string; t?: string; estimate: boolean; verbose: boolean }>();
-      if (o.I !== undefined) throw mpError('ENOTSUP', 'send -I (intermediate snapshots) is not built yet: send each increment with -i', {});
-      if (o.t !== undefined && (snapshot !== undefined || o.i !== undefined)) throw usage('send -t takes the token alone');
+      if (o.i !== undefined && o.I !== undefined) throw usage('send takes -i or -I, not both');
+      if (o.t !== undefined && (snapshot !== undefined || o.i !== undefined || o.I !== undefined)) throw usage('send -t takes the token alone');
       if (o.t === undefined && snapshot === undefined) throw usage('send needs a snapshot (or -t <token>)');
       const to = o.t !== undefined ? decodeResumeToken(o.t).toName : (snapshot ?? '');
       parseName(to, ['snapshot']);
-      const from = fromName(to, o.i);
+      const from = fromName(to, o.i ?? o.I);
       await withPool(home(cmd), poolOf(to), async (pool: Pool) => {
-        const plan = await sendPlan(pool, to, { ...(from === undefined ? {} : { from }), ...(o.t === undefined ? {} : { token: o.t }) });
+        // -I: one stream per snapshot after `from` up to `to`.
+        const steps = o.I !== undefined && from !== undefined ? await packageSnapshots(pool, from, to) : [to];
+        const plans: SendPlan[] = [];
+        let prev = from;
+        for (const step of steps) {
+          plans.push(await sendPlan(pool, step, { ...(prev === undefined ? {} : { from: prev }), ...(o.t === undefined ? {} : { token: o.t }) }));
+          prev = step;
+        }
         if (o.estimate) {
-          const bytes = await estimateSend(pool, plan);
-          io.out.write(`estimated size of ${from === undefined ? 'full' : 'incremental'} stream of ${to}: ${bytes} bytes (${formatSize(bytes)})\n`);
+          let bytes = 0;
+          for (const plan of plans) bytes += await estimateSend(pool, plan);
+          const kind = from === undefined ? 'full' : o.I !== undefined ? `incremental (${plans.length} streams)` : 'incremental';
+          io.out.write(`estimated size of ${kind} stream of ${to}: ${bytes} bytes (${formatSize(bytes)})\n`);
           return;
         }
         const report = progress(io, o.verbose, `send ${to}:`);
         let sent = 0;
+        const frames = async function* (): AsyncGenerator<Uint8Array> {
+          for (const [i, plan] of plans.entries()) yield* sendStream(pool, plan, { more: i < plans.length - 1 });
+        };
         await withStdout(async (write) => {
-          for await (const frame of sendStream(pool, plan)) {
+          for await (const frame of frames()) {
             await write(frame);
             sent += frame.length;
             report(sent);

@@ -8,7 +8,7 @@
 
 import { mpError } from '../lib/index.js';
 import { type BlockPointer, type ChangeEvent, type Guid, type Pool, type Txg, changesSince, objectId, parseName, txg } from '../engine/index.js';
-import { type BeginRecord, RecordKind, type StreamRecord, makeWriteRecord } from './stream-record.js';
+import { type BeginRecord, RecordKind, StreamFeature, type StreamRecord, makeWriteRecord } from './stream-record.js';
 
 /** Data blocks read ahead of the consumer. */
 const SEND_READS_IN_FLIGHT = 16;
@@ -70,9 +70,10 @@ export async function planSend(pool: Pool, to: string, options: SendOptions = {}
   };
 }
 
-export function beginRecord(plan: SendPlan): BeginRecord {
+/** BEGIN of `plan`; `more` marks a stream another one of its package follows. */
+export function beginRecord(plan: SendPlan, more = false): BeginRecord {
   return {
-    kind: RecordKind.begin, features: 0, toGuid: plan.toGuid, fromGuid: plan.fromGuid, toName: plan.toName, creationMs: plan.creationMs,
+    kind: RecordKind.begin, features: more ? StreamFeature.package : 0, toGuid: plan.toGuid, fromGuid: plan.fromGuid, toName: plan.toName, creationMs: plan.creationMs,
     toTxg: plan.toTxg, fromTxg: plan.fromTxg, resumeObject: objectId(plan.resumeObject), resumeOffset: plan.resumeOffset,
   };
 }

@@ -158,7 +158,7 @@ describe('decodeRecord refuses malformed records', () => {
   it('a newer stream version and unknown feature bits are ENOTSUP', () => {
     expect(codeOf(() => decodeRecord(withField('begin', 2, 2)))).toBe('ENOTSUP');
     expect(codeOf(() => decodeRecord(rawRecord([1, 'MPSTREAM', 2, 'a layout of the future'])))).toBe('ENOTSUP');
-    expect(codeOf(() => decodeRecord(withField('begin', 3, 2)))).toBe('ENOTSUP');
+    expect(codeOf(() => decodeRecord(withField('begin', 3, 4)))).toBe('ENOTSUP');
     expect(codeOf(() => decodeRecord(withField('begin', 3, 0x8000_0000)))).toBe('ENOTSUP');
   });
 

@@ -22,12 +22,15 @@ import type { BeginRecord, RecordCounts, StreamRecord } from './stream-record.js
 export interface StreamDecoderOptions {
   /** Largest frame accepted; at most (and by default) limits.streamRecordBytesMax. */
   readonly recordBytesMax?: number;
+  /** Bytes after END are left for takeRest() (another stream follows) instead of EPROTO. */
+  readonly stopAtEnd?: boolean;
 }
 
 const EMPTY = new Uint8Array(0);
 
 export class StreamDecoder {
   private readonly recordBytesMax: number;
+  private readonly stopAtEnd: boolean;
   private readonly order = new StreamOrder('EPROTO');
   private readonly running = new Fletcher4();
   private readonly recordCounts = emptyRecordCounts();
@@ -42,6 +45,7 @@ export class StreamDecoder {
   private failure: MirrorpoolError | undefined;
 
   constructor(options: StreamDecoderOptions = {}) {
+    this.stopAtEnd = options.stopAtEnd ?? false;
     this.recordBytesMax = options.recordBytesMax ?? limits.streamRecordBytesMax;
     assert(Number.isSafeInteger(this.recordBytesMax) && this.recordBytesMax >= 1 &&
       this.recordBytesMax <= limits.streamRecordBytesMax, 'recordBytesMax out of range');
@@ -89,6 +93,18 @@ export class StreamDecoder {
     }
   }
 
+  /**
+   * After END: the bytes of the current chunk that follow it (the next stream of a package, see
+   * stream.ts), which this decoder then no longer holds. Empty when END ended the chunk.
+   */
+  takeRest(): Uint8Array {
+    assert(this.order.ended, 'StreamDecoder.takeRest before END');
+    const rest = this.chunk.subarray(this.chunkPos);
+    this.chunk = EMPTY;
+    this.chunkPos = 0;
+    return rest;
+  }
+
   /** Declares the end of input: EPROTO unless the stream ended with a verified END. */
   finish(): void {
     if (this.failure !== undefined) throw this.failure;
@@ -119,6 +135,7 @@ export class StreamDecoder {
         return undefined;
       }
       if (this.order.ended) {
+        if (this.stopAtEnd) return undefined;
         throw mpError('EPROTO', 'bytes after END', { consumedBytes: this.consumed });
       }
       if (this.frame === undefined) {

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { MirrorpoolError, Prng } from '../lib/index.js';
 import type { Pool } from '../engine/index.js';
 import { chunks, collect, content, pattern, poolState, put, simPool, SYNC_TEST_TUNING } from './pool-test-support.js';
-import { estimateSend, receiveStream, sendPlan, sendStream } from './stream.js';
+import { estimateSend, packageSnapshots, receiveStream, sendPackage, sendPlan, sendStream } from './stream.js';
 import { FRAME_PREFIX_BYTES } from './stream-encoder.js';
 
 /** A source dataset with two snapshots: @1 (about 600 KiB in 14 keys) and @2 (a few changes). */
@@ -73,6 +73,35 @@ describe('streams as bytes', () => {
     }
     await dst.checkInvariants();
   }, 240_000);
+
+  it('sends every snapshot in between as a package (-I), each received with its guid', async () => {
+    const src = await source(12);
+    await put(src, 'src/d', 'k1', pattern(300, 30_000));
+    await src.dsl.snapshot('src/d@3');
+    await put(src, 'src/d', 'k2', pattern(301, 30_000));
+    await src.dsl.snapshot('src/d@4');
+    const dst = await simPool('dst', 13);
+    await receiveStream(dst, 'dst/d', chunks(await streamOf(src, 'src/d@1')));
+    expect(await packageSnapshots(src, 'src/d@1', 'src/d@4')).toEqual(['src/d@2', 'src/d@3', 'src/d@4']);
+    const pkg = await collect(sendPackage(src, 'src/d@1', 'src/d@4'));
+    const result = await receiveStream(dst, 'dst/d', chunks(pkg, 3));
+    expect(result.snapshot).toBe('dst/d@4');
+    const snaps = async (p: Pool, ds: string): Promise<string[]> =>
+      (await p.dsl.list({ types: ['snapshot'] })).filter((e) => e.name.startsWith(`${ds}@`)).map((e) => `${e.name.slice(ds.length)}:${e.guid}`);
+    expect(await snaps(dst, 'dst/d')).toEqual(await snaps(src, 'src/d'));
+    for (const s of ['2', '3', '4']) expect(await content(dst, `dst/d@${s}`), s).toBe(await content(src, `src/d@${s}`));
+    // A package cut inside its second stream keeps the first (each stream is atomic on its own).
+    await dst.dsl.rollback('dst/d@1', { recursive: true });
+    const firstEnd = (await collect(sendStream(src, await sendPlan(src, 'src/d@2', { from: 'src/d@1' }), { more: true }))).length;
+    await expect(receiveStream(dst, 'dst/d', chunks(pkg.subarray(0, firstEnd + 50)))).rejects.toMatchObject({ code: 'EPROTO' });
+    expect((await snaps(dst, 'dst/d')).map((x) => x.split(':')[0])).toEqual(['@1', '@2']);
+    // A single stream followed by anything is refused before it is applied.
+    const one = await streamOf(src, 'src/d@3', 'src/d@2');
+    await expect(receiveStream(dst, 'dst/d', chunks(new Uint8Array(Buffer.concat([one, new Uint8Array([1, 2, 3])]))))).rejects.toMatchObject({ code: 'EPROTO' });
+    expect((await snaps(dst, 'dst/d')).map((x) => x.split(':')[0])).toEqual(['@1', '@2']);
+    await expect(packageSnapshots(src, 'src/d#nope', 'src/d@4')).rejects.toMatchObject({ code: 'ENOENT' });
+    await dst.checkInvariants();
+  });
 
   it('refuses 1000 damaged streams with coded errors, bounded memory, and the target unchanged', async () => {
     const src = await source(9);

@@ -38,10 +38,12 @@ export const STREAM_VERSION = 1;
 
 /** BEGIN.features bits. A decoder refuses (ENOTSUP) a stream with a bit it does not know. */
 export const StreamFeature = {
-  /** The stream carries SNAPSHOT records for intermediate snapshots (`send -I`). */
+  /** The stream carries SNAPSHOT records for intermediate snapshots (decoded; not yet sent). */
   snapshots: 1,
+  /** Another stream of the same package follows this one's END (`send -I`, see stream.ts). */
+  package: 2,
 } as const;
-export const STREAM_FEATURES_KNOWN = StreamFeature.snapshots;
+export const STREAM_FEATURES_KNOWN = StreamFeature.snapshots | StreamFeature.package;
 
 /** Bytes of WRITE.checksum and END.checksum (a fletcher-4 digest). */
 export const STREAM_CHECKSUM_BYTES = FLETCHER4_DIGEST_BYTES;

@@ -3,12 +3,14 @@
 // cluster's resync use; send.ts and receive.ts do the work, the encoder and decoder the framing
 // and the running checksum.
 
+import { mpError } from '../lib/index.js';
 import type { Pool } from '../engine/index.js';
 import { type ReceiveOptions, type ReceiveResult, receiveRecords } from './receive.js';
 import { planResume } from './resume-token.js';
 import { type SendOptions, type SendPlan, beginRecord, changeRecords, planSend } from './send.js';
 import { StreamDecoder } from './stream-decoder.js';
 import { StreamEncoder } from './stream-encoder.js';
+import { StreamFeature, type StreamRecord } from './stream-record.js';
 
 export interface StreamSendOptions extends SendOptions {
   /** Resume the stream a stopped receive's token names (`send -t`); `to` and `from` are ignored. */
@@ -20,10 +22,10 @@ export function sendPlan(pool: Pool, to: string, options: StreamSendOptions = {}
   return options.token !== undefined ? planResume(pool, options.token) : planSend(pool, to, options);
 }
 
-/** The frames of a send stream: BEGIN, the changes, END. */
-export async function* sendStream(pool: Pool, plan: SendPlan): AsyncGenerator<Uint8Array, void, undefined> {
+/** The frames of a send stream: BEGIN, the changes, END (`more`: another stream follows). */
+export async function* sendStream(pool: Pool, plan: SendPlan, options: { more?: boolean } = {}): AsyncGenerator<Uint8Array, void, undefined> {
   const encoder = new StreamEncoder();
-  yield encoder.encode(beginRecord(plan));
+  yield encoder.encode(beginRecord(plan, options.more === true));
   for await (const r of changeRecords(pool, plan)) yield encoder.encode(r);
   yield encoder.end();
 }
@@ -40,7 +42,71 @@ export async function estimateSend(pool: Pool, plan: SendPlan): Promise<number> 
   return encoder.encodedBytes;
 }
 
-/** Receives the stream in `source` (chunks of any size) into dataset `target`. */
-export function receiveStream(pool: Pool, target: string, source: AsyncIterable<Uint8Array>, options: ReceiveOptions = {}): Promise<ReceiveResult> {
-  return receiveRecords(pool, target, new StreamDecoder().records(source), options);
+/**
+ * The snapshots a `send -I from to` package carries, oldest first: every snapshot of the
+ * dataset after `from` up to `to` (EINVAL unless `from` is an older snapshot of it).
+ */
+export async function packageSnapshots(pool: Pool, from: string, to: string): Promise<string[]> {
+  const plan = await planSend(pool, to, { from });
+  const dataset = to.slice(0, to.indexOf('@'));
+  if (!from.includes('@')) throw mpError('EINVAL', `send -I takes a snapshot, not ${from}`, { from });
+  const snaps = (await pool.dsl.list({ under: dataset, types: ['snapshot'] })).filter((e) => e.name.startsWith(`${dataset}@`));
+  return snaps.filter((e) => e.createTxg > plan.fromTxg && e.createTxg <= plan.toTxg).sort((a, b) => a.createTxg - b.createTxg).map((e) => e.name);
+}
+
+/**
+ * A package (`send -I`): one incremental stream per step from `from` through every snapshot in
+ * between to `to`, back to back. receiveStream takes it like a single stream.
+ */
+export async function* sendPackage(pool: Pool, from: string, to: string): AsyncGenerator<Uint8Array, void, undefined> {
+  let prev = from;
+  const snaps = await packageSnapshots(pool, from, to);
+  for (const [i, snap] of snaps.entries()) {
+    yield* sendStream(pool, await planSend(pool, snap, { from: prev }), { more: i < snaps.length - 1 });
+    prev = snap;
+  }
+}
+
+/**
+ * Receives the stream in `source` (chunks of any size) into dataset `target`; a package of
+ * streams (`send -I`) is received one stream after another, each one atomic on its own. Bytes
+ * after the END of a stream not marked `package` are EPROTO before anything is committed.
+ * Returns the last stream's result.
+ */
+export async function receiveStream(pool: Pool, target: string, source: AsyncIterable<Uint8Array>, options: ReceiveOptions = {}): Promise<ReceiveResult> {
+  const input = source[Symbol.asyncIterator]();
+  let carry: Uint8Array = new Uint8Array(0);
+  for (;;) {
+    const decoder = new StreamDecoder({ stopAtEnd: true });
+    const first = carry;
+    const records = async function* (): AsyncGenerator<StreamRecord, void, undefined> {
+      if (first.length > 0) decoder.push(first);
+      for (;;) {
+        for (let r = decoder.next(); r !== undefined; r = decoder.next()) yield r;
+        if (decoder.ended && ((decoder.begin?.features ?? 0) & StreamFeature.package) !== 0) return;
+        if (decoder.ended) {
+          // The last stream: the source must end here.
+          const rest = decoder.takeRest();
+          let next = await input.next();
+          while (rest.length === 0 && next.done !== true && next.value.length === 0) next = await input.next();
+          if (rest.length > 0 || next.done !== true) throw mpError('EPROTO', 'bytes after END', { consumedBytes: decoder.consumedBytes });
+          return;
+        }
+        const next = await input.next();
+        if (next.done === true) {
+          decoder.finish();
+          return;
+        }
+        decoder.push(next.value);
+      }
+    };
+    const result = await receiveRecords(pool, target, records(), options);
+    if (((decoder.begin?.features ?? 0) & StreamFeature.package) === 0) return result;
+    carry = decoder.takeRest();
+    while (carry.length === 0) {
+      const next = await input.next();
+      if (next.done === true) return result;
+      carry = next.value;
+    }
+  }
 }
