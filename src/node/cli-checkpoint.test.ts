@@ -1,34 +1,14 @@
 // `pool checkpoint`, `pool checkpoint --discard`, `pool import --rewind-to-checkpoint` and the
 // checkpoint line of `pool status`, end to end through main() on real vdev files.
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Prng } from '../lib/index.js';
-import { type Run, runCli, tempRoot } from './cli-test-support.js';
+import { cliWorkspace, expectError, tempRoot } from './cli-test-support.js';
 
 const temp = tempRoot('mirrorpool-cli-checkpoint-');
 
-type Cli = (...args: string[]) => Promise<Run>;
-
-/** A fresh vdev folder and home; `ok` runs a command that must succeed. */
-async function workspace(): Promise<{ dir: string; cli: Cli; ok: Cli }> {
-  const base = temp.caseDir();
-  const dir = join(base, 'vdevs');
-  await mkdir(dir, { recursive: true });
-  const home = join(base, 'home');
-  const cli: Cli = (...args) => runCli(home, args);
-  const ok: Cli = async (...args) => {
-    const r = await cli(...args);
-    expect(r.code, `${args.join(' ')}: ${r.err}`).toBe(0);
-    return r;
-  };
-  return { dir, cli, ok };
-}
-
-function expectError(r: Run, status: number, code: string): void {
-  expect(r.code, r.err).toBe(status);
-  expect(r.err).toMatch(new RegExp(`^mirrorpool: ${code}: `));
-}
+const workspace = (): ReturnType<typeof cliWorkspace> => cliWorkspace(temp);
 
 describe('mirrorpool pool checkpoint', () => {
   it('takes a checkpoint, shows it, refuses a second one, and rewinds to it at import', async () => {

@@ -1,10 +1,9 @@
 // The dataset and snapshot commands end to end, in-process through main(): a real pool on vdev
 // files and a real pool cache in a fresh temp folder (removed afterwards), locks in a private lock
 // folder. Failures are checked by exit status and error code, and by the listing being unchanged.
-import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { type Run, runCli, tempRoot } from './cli-test-support.js';
+import { type Cli, cliWorkspace, expectError, tempRoot } from './cli-test-support.js';
 import { VdevLock } from './vdev-lock.js';
 
 const VDEV_SIZE = '32M';
@@ -12,27 +11,11 @@ const VDEV_SIZE = '32M';
 const temp = tempRoot('mirrorpool-cli-dataset-');
 
 
-type Cli = (...args: string[]) => Promise<Run>;
-
-/** A fresh home and vdev folder per test with pool `tank` created, and a runner bound to that home. */
+/** A fresh home and vdev folder per test with pool `tank` created, and runners bound to that home. */
 async function workspace(): Promise<{ dir: string; cli: Cli; ok: Cli }> {
-  const base = temp.caseDir();
-  const dir = join(base, 'vdevs');
-  await mkdir(dir, { recursive: true });
-  const home = join(base, 'home');
-  const cli: Cli = (...args) => runCli(home, args);
-  const ok: Cli = async (...args) => {
-    const r = await cli(...args);
-    expect(r.code, `${args.join(' ')}: ${r.err}`).toBe(0);
-    return r;
-  };
-  await ok('pool', 'create', '--size', VDEV_SIZE, 'tank', join(dir, 'a.img'));
-  return { dir, cli, ok };
-}
-
-function expectError(r: Run, status: number, code: string): void {
-  expect(r.code, r.err).toBe(status);
-  expect(r.err).toMatch(new RegExp(`^mirrorpool: ${code}: `));
+  const w = await cliWorkspace(temp);
+  await w.ok('pool', 'create', '--size', VDEV_SIZE, 'tank', join(w.dir, 'a.img'));
+  return w;
 }
 
 interface DatasetRow {

@@ -4,7 +4,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { afterAll, beforeAll, vi } from 'vitest';
+import { mkdir } from 'node:fs/promises';
+import { afterAll, beforeAll, expect, vi } from 'vitest';
 import { main } from './cli.js';
 
 export interface Run {
@@ -67,4 +68,30 @@ export async function runMain(args: string[], stdin: readonly Uint8Array[]): Pro
     output.mockRestore();
     input.mockRestore();
   }
+}
+
+export type Cli = (...args: string[]) => Promise<Run>;
+
+/**
+ * A fresh case folder of `temp` with a `vdevs` folder and a home: `cli` runs a command there, `ok`
+ * one that must succeed.
+ */
+export async function cliWorkspace(temp: { caseDir: () => string }): Promise<{ dir: string; cli: Cli; ok: Cli }> {
+  const base = temp.caseDir();
+  const dir = join(base, 'vdevs');
+  await mkdir(dir, { recursive: true });
+  const home = join(base, 'home');
+  const cli: Cli = (...args) => runCli(home, args);
+  const ok: Cli = async (...args) => {
+    const r = await cli(...args);
+    expect(r.code, `${args.join(' ')}: ${r.err}`).toBe(0);
+    return r;
+  };
+  return { dir, cli, ok };
+}
+
+/** The command failed with exit `status` and printed error `code` first. */
+export function expectError(r: Run, status: number, code: string): void {
+  expect(r.code, r.err).toBe(status);
+  expect(r.err).toMatch(new RegExp(`^mirrorpool: ${code}: `));
 }
