@@ -55,9 +55,16 @@ async function* walkTree(store: BlockStore, top: BlockPointer, blocks: number, f
     assert(bp.type === BlockType.indirect, `${what} object ${object}: indirect block expected at level ${bp.level}`);
     const kids = await store.readPointers(bp, { what, object });
     const childWidth = kids.length ** (bp.level - 1);
+    // The dnode blocks of a changed part of the dnode array are read together, not one by one.
+    if (object === 0 && bp.level === 1) for (const kid of kids) if (!isHole(kid) && kid.birth > fromTxg) prefetch(store.read(kid, { what, object }));
     for (const [i, kid] of kids.entries()) yield* visit(kid, base + i * childWidth, childWidth);
   }
   yield* visit(top, 0, blocks);
+}
+
+/** Starts a read whose result a later await picks up from the cache or the read in flight. */
+function prefetch(read: Promise<unknown>): void {
+  read.catch(() => undefined);
 }
 
 /** The change events of the object set rooted at `root` after `fromTxg` (see the top of the file). */
@@ -88,6 +95,11 @@ export async function* changesSince(store: BlockStore, root: BlockPointer, fromT
     }
     if ((item.blockId + 1) * DNODES_PER_BLOCK <= fromObject) continue;
     const block = await store.read(item.bp, { what, object: 0 });
+    // The top indirect blocks of this dnode block's changed objects are read together.
+    for (let slot = 0; slot < DNODES_PER_BLOCK; slot++) {
+      const d = decodeDnode(block, slot * DNODE_BYTES, { what, object: item.blockId * DNODES_PER_BLOCK + slot });
+      if (d.type !== ObjectType.none && !isHole(d.bp) && d.bp.level > 0 && d.bp.birth > fromTxg) prefetch(store.readPointers(d.bp, { what, object: slot }));
+    }
     for (let slot = 0; slot < DNODES_PER_BLOCK; slot++) {
       const object = item.blockId * DNODES_PER_BLOCK + slot;
       if (object === 0 || object < fromObject) continue;
