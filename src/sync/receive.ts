@@ -41,8 +41,9 @@ export interface ReceiveResult {
 
 /** Object types a dataset's object set holds (anything else in a stream is EPROTO). */
 const DATASET_OBJECT_TYPES: ReadonlySet<number> = new Set([ObjectType.plain, ObjectType.zap, ObjectType.keyData]);
-/** Records applied per transaction. */
+/** Records applied per transaction, and the WRITE bytes they may hold. */
 const RECORDS_PER_TX = 256;
+const BATCH_BYTES_MAX = 8 * 1024 * 1024;
 
 /**
  * Receives the records of one stream (BEGIN first, END last, as the decoder checked them) into
@@ -63,33 +64,54 @@ export async function receiveRecords(pool: Pool, target: string, records: AsyncI
   // How far the applied records reach, in stream order: where a resumed stream starts (object
   // 0 never exists, so object 1 offset 0 is the very start, and still marks a resumed stream).
   const at = { object: Math.max(1, begin.resumeObject), offset: begin.resumeOffset };
-  try {
-    let ended = false;
-    while (!ended) {
-      ended = await pool.dsl.withView(temp, 'write', async (view) => {
-        const tx = await pool.assign();
-        try {
-          for (let n = 0; n < RECORDS_PER_TX; n++) {
-            const next = await it.next();
-            if (next.done === true) throw mpError('EPROTO', 'stream ends before END', { records: progress.records });
-            const r = next.value;
-            progress.records++;
-            if (r.kind === RecordKind.end) {
-              if (r.toGuid !== begin.toGuid) throw mpError('EPROTO', 'END names another snapshot than BEGIN', {});
-              // The source must end here (the decoder refuses bytes after END).
-              if ((await it.next()).done !== true) throw mpError('EPROTO', 'records after END', {});
-              return true;
-            }
-            await apply(view, tx, r);
-            advance(at, r);
-            if (r.kind === RecordKind.write) progress.dataBytes += r.data.length;
-            options.progress?.(progress);
-          }
-          return false;
-        } finally {
-          tx.commit();
+  const applyBatch = (batch: readonly StreamRecord[]): Promise<void> =>
+    pool.dsl.withView(temp, 'write', async (view) => {
+      const tx = await pool.assign();
+      try {
+        for (const r of batch) {
+          await apply(view, tx, r);
+          advance(at, r);
+          if (r.kind === RecordKind.write) progress.dataBytes += r.data.length;
+          options.progress?.(progress);
         }
-      });
+      } finally {
+        tx.commit();
+      }
+    });
+  try {
+    for (let ended = false; !ended; ) {
+      // Records are gathered before a transaction opens: a stalled sender must never hold a txg.
+      const batch: StreamRecord[] = [];
+      let bytes = 0;
+      // A resumable receive keeps what arrived before the stream broke: the batch so far goes in.
+      let broken = null as Error | null;
+      while (!ended && broken === null && batch.length < RECORDS_PER_TX && bytes < BATCH_BYTES_MAX) {
+        const next = await it.next().catch((e: unknown) => {
+          if (options.resumable !== true) throw e;
+          broken = e instanceof Error ? e : new Error(String(e));
+          return null;
+        });
+        if (next === null) break;
+        if (next.done === true) {
+          const cut = mpError('EPROTO', 'stream ends before END', { records: progress.records });
+          if (options.resumable !== true) throw cut;
+          broken = cut;
+          break;
+        }
+        const r = next.value;
+        progress.records++;
+        if (r.kind === RecordKind.end) {
+          if (r.toGuid !== begin.toGuid) throw mpError('EPROTO', 'END names another snapshot than BEGIN', {});
+          // The source must end here (the decoder refuses bytes after END).
+          if ((await it.next()).done !== true) throw mpError('EPROTO', 'records after END', {});
+          ended = true;
+        } else {
+          batch.push(r);
+          if (r.kind === RecordKind.write) bytes += r.data.length;
+        }
+      }
+      if (batch.length > 0) await applyBatch(batch);
+      if (broken !== null) throw broken;
     }
     await pool.dsl.receiveEnd(target, { name: snapName, guid: begin.toGuid, creationMs: begin.creationMs });
   } catch (e) {
