@@ -164,3 +164,22 @@ describe('pool checkpoint', () => {
     );
   }, 240_000);
 });
+
+describe('checkpoint record on disk', () => {
+  it('refuses a record of the wrong size, version or txg with EPROTO', async () => {
+    const { decodeRecord, encodeRecord } = await import('./checkpoint.js');
+    const m = simMachine(15);
+    const pool = await createSimPool(m);
+    const rec = await pool.checkpoint();
+    const bytes = encodeRecord(rec);
+    expect(decodeRecord(bytes)).toEqual(rec);
+    expect(await codeOf(() => decodeRecord(bytes.subarray(1)))).toBe('EPROTO');
+    const version = bytes.slice();
+    version[0] = 9;
+    expect(await codeOf(() => decodeRecord(version))).toBe('EPROTO');
+    const zero = bytes.slice();
+    zero.fill(0, 8, 16);
+    expect(await codeOf(() => decodeRecord(zero))).toBe('EPROTO');
+    await pool.export();
+  });
+});
