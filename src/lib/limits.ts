@@ -17,4 +17,33 @@ export const limits = {
   streamWriteBytesMax: 1024 * 1024,
   /** Largest encoded send-stream record (one frame's body): a full WRITE plus room for its fields. */
   streamRecordBytesMax: 1024 * 1024 + 64 * 1024,
+
+  // RPC transport (src/node/rpc). RpcLimits defaults; tests shrink them per connection.
+  /** Largest websocket message accepted (ws maxPayload): 4 MiB of params or result plus header room. */
+  rpcFrameBytesMax: 4 * 1024 * 1024 + 64 * 1024,
+  /** Concurrent requests per connection; one more gets EBUSY at once. */
+  rpcInflightMax: 64,
+  /** Credit window of one stream direction: bytes a sender may have unconsumed at the receiver. */
+  rpcStreamWindowBytes: 8 * 1024 * 1024,
+  /** Time a new connection has to complete authentication. */
+  rpcHandshakeTimeoutMs: 5_000,
+  /** Deadline of a call that names none. */
+  rpcDeadlineMsDefault: 60_000,
+  /** Longest deadline a call may ask for. */
+  rpcDeadlineMsMax: 24 * 60 * 60 * 1000,
+  /**
+   * Stream bytes per DATA frame: senders split larger writes (also bounded by the frame limit).
+   * 128 KiB measured fastest on loopback: bigger messages cost the receiver fresh memory each.
+   */
+  rpcDataChunkBytes: 128 * 1024,
+  /** Stream bytes one connection may have handed to its socket but not yet flushed. */
+  rpcSendBufferedBytesMax: 4 * 1024 * 1024,
+  /** Longest method name on the wire. */
+  rpcMethodNameLengthMax: 128,
+  /** Longest error message on the wire; longer ones are cut. */
+  rpcErrorMessageLengthMax: 4096,
+  /** Deepest nesting of params and results (arrays and maps). */
+  rpcValueDepthMax: 64,
+  /** Longest client token, in characters. */
+  rpcTokenLengthMax: 1024,
 } as const;

@@ -1,0 +1,155 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { WebSocketServer } from 'ws';
+import { type RpcClient, connect } from './client.js';
+import type { MethodSpec } from './connection.js';
+import { type ControlFrame, decodeFrame, encodeData, encodeFrame } from './frames.js';
+import { acceptClient, makeHello } from './handshake.js';
+import { RawPeer, type TestServer, deferred, rejection, startServer, testCluster } from './rpc-test-support.js';
+
+const cluster = testCluster();
+const FRAME_MAX = 64 * 1024;
+let server: TestServer | undefined;
+const cleanup: (() => Promise<void> | void)[] = [];
+
+afterEach(async () => {
+  for (const fn of cleanup.splice(0).reverse()) await fn();
+  await server?.close();
+  server = undefined;
+});
+
+const echo: MethodSpec = { scope: 'ro', handler: async (p) => p };
+const gate = deferred();
+const wait: MethodSpec = { scope: 'ro', handler: async (_p, ctx) => { for await (const _ of ctx.input) await gate.promise; return null; } };
+
+async function setup(): Promise<void> {
+  server = await startServer({ auth: cluster.auth, methods: { echo, wait }, limits: { frameBytesMax: FRAME_MAX, streamWindowBytes: 32 * 1024 } });
+}
+
+async function loggedIn(): Promise<RawPeer> {
+  const peer = await RawPeer.open(server!.url);
+  cleanup.push(() => peer.ws.terminate());
+  await peer.loginWithToken(cluster.token('rw'));
+  return peer;
+}
+
+/** The peer got FAIL EPROTO with `reason` and the server closed the connection. */
+async function expectProtocolFailure(peer: RawPeer, reason: string): Promise<void> {
+  const fail = await peer.next('fail');
+  expect(fail.error).toMatchObject({ code: 'EPROTO', details: { reason } });
+  expect(await peer.closed).toBe(1002);
+}
+
+async function expectOthersStillServed(): Promise<void> {
+  const c = await connect(server!.url, { kind: 'token', token: cluster.token('ro') });
+  expect(await c.call('echo', 'still here')).toBe('still here');
+  await c.close();
+}
+
+describe('rpc protocol errors', () => {
+  const garbage: [string, () => Uint8Array | string, string][] = [
+    ['bytes that are not msgpack', () => Buffer.from('GET / HTTP/1.1\r\n'), 'not-msgpack'],
+    ['a declared array of 4 G elements', () => Buffer.from([0xdd, 0xff, 0xff, 0xff, 0xff, 0x10]), 'not-msgpack'],
+    ['a declared string of 4 GiB', () => Buffer.from([0x93, 0x10, 0xdb, 0xff, 0xff, 0xff, 0xff, 0x61]), 'not-msgpack'],
+    ['a map instead of an array', () => encodeFrame({ kind: 'result', id: 1, result: { kind: 16 } }).subarray(3), 'bad-shape'],
+    ['an unknown frame kind', () => encodeFrame({ kind: 'result', id: 1, result: [99, 1] }).subarray(3), 'bad-shape'],
+    ['a request with a negative id', () => encodeFrame({ kind: 'result', id: 1, result: [16, -1, 'echo', null, 100, false] }).subarray(3), 'bad-shape'],
+    ['a request with a missing field', () => encodeFrame({ kind: 'result', id: 1, result: [16, 1, 'echo', null, 100] }).subarray(3), 'bad-shape'],
+    ['a frame only servers send', () => encodeFrame({ kind: 'result', id: 1, result: null }), 'bad-shape'],
+    ['a text message', () => 'hello', 'bad-shape'],
+  ];
+  for (const [what, bytes, reason] of garbage) {
+    it(`closes a connection that sends ${what} with EPROTO and keeps serving others`, async () => {
+      await setup();
+      const peer = await loggedIn();
+      peer.sendRaw(bytes());
+      await expectProtocolFailure(peer, reason);
+      expect(server!.events.frameErrors).toEqual([reason]);
+      await expectOthersStillServed();
+      expect(server!.events.requests.filter((r) => r.method !== 'echo')).toEqual([]);
+    });
+  }
+
+  it('closes with 1009 on a frame over frameBytesMax and counts it as oversized', async () => {
+    await setup();
+    const peer = await loggedIn();
+    peer.sendRaw(Buffer.alloc(FRAME_MAX + 1));
+    expect(await peer.closed).toBe(1009);
+    await expectOthersStillServed();
+    expect(server!.events.frameErrors).toEqual(['oversized']);
+  });
+
+  it('refuses request ids that do not increase', async () => {
+    await setup();
+    const peer = await loggedIn();
+    peer.send({ kind: 'req', id: 5, method: 'echo', params: 1, deadlineMs: 1000, hasInput: false });
+    await peer.next('result');
+    peer.send({ kind: 'req', id: 5, method: 'echo', params: 2, deadlineMs: 1000, hasInput: false });
+    await expectProtocolFailure(peer, 'bad-shape');
+  });
+
+  it('refuses DATA for a stream that was never opened', async () => {
+    await setup();
+    const peer = await loggedIn();
+    peer.sendRaw(encodeData(42, Buffer.from('x')));
+    await expectProtocolFailure(peer, 'unknown-stream');
+    expect(server!.events.frameErrors).toEqual(['unknown-stream']);
+  });
+
+  it('refuses DATA for a call without input', async () => {
+    await setup();
+    const peer = await loggedIn();
+    peer.send({ kind: 'req', id: 1, method: 'wait', params: null, deadlineMs: 5000, hasInput: false });
+    peer.sendRaw(encodeData(1, Buffer.from('x')));
+    await expectProtocolFailure(peer, 'unknown-stream');
+  });
+
+  it('refuses DATA beyond the granted window', async () => {
+    await setup();
+    const peer = await loggedIn();
+    peer.send({ kind: 'req', id: 1, method: 'wait', params: null, deadlineMs: 5000, hasInput: true });
+    const credit = await peer.next('credit');
+    expect(credit).toMatchObject({ id: 1, bytes: 32 * 1024 });
+    for (let sent = 0; sent <= credit.bytes; sent += 8 * 1024) peer.sendRaw(encodeData(1, Buffer.alloc(8 * 1024)));
+    await expectProtocolFailure(peer, 'window-exceeded');
+    await server!.sessions[0]!.closed;
+    expect(server!.events.frameErrors).toEqual(['window-exceeded']);
+    expect(server!.events.codes('wait')).toEqual(['ECANCELED']);
+  });
+
+  it('surfaces an oversized frame from the server as EPROTO to pending calls', async () => {
+    // A misbehaving server: answers the handshake properly, then sends more than the client accepts.
+    const wss = new WebSocketServer({ noServer: true });
+    const http1 = http.createServer();
+    http1.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, (ws) => {
+      const hello = makeHello(cluster.server, 1 << 20);
+      ws.send(encodeFrame(hello));
+      ws.on('message', (data: Buffer) => {
+        const frame = decodeFrame(data);
+        const verdict = frame.kind === 'auth-token' ? acceptClient(cluster.auth, hello, frame) : undefined;
+        if (verdict?.ok === true) ws.send(encodeFrame(verdict.welcome));
+        if (frame.kind === 'req') ws.send(Buffer.alloc(FRAME_MAX * 2));
+      });
+    }));
+    await new Promise<void>((resolve) => http1.listen(0, '127.0.0.1', resolve));
+    cleanup.push(() => new Promise<void>((resolve) => http1.close(() => resolve())));
+    cleanup.push(() => new Promise<void>((resolve) => wss.close(() => resolve())));
+    cleanup.push(() => wss.clients.forEach((ws) => ws.terminate()));
+    const c: RpcClient = await connect(`ws://127.0.0.1:${(http1.address() as AddressInfo).port}`, { kind: 'token', token: cluster.token('ro') }, {
+      limits: { frameBytesMax: FRAME_MAX },
+    });
+    const e = await rejection(c.call('anything'));
+    expect(e).toMatchObject({ code: 'EPROTO', message: `frame larger than ${FRAME_MAX} bytes` });
+    await c.closed;
+  });
+
+  it('sends FAIL and closes the client side when the server sends a bad frame', async () => {
+    await setup();
+    const c = await connect(server!.url, { kind: 'token', token: cluster.token('ro') });
+    const pending = c.call('wait', null, { input: (async function* () { await gate.promise; yield Buffer.from('x'); })() });
+    server!.sockets[0]!.send(encodeFrame({ kind: 'cancel', id: 1 } satisfies ControlFrame));
+    expect(await rejection(pending)).toMatchObject({ code: 'EPROTO', details: { reason: 'bad-shape' } });
+    await c.closed;
+  });
+});

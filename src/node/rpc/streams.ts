@@ -1,0 +1,187 @@
+// The two halves of a call's byte stream with credit-based flow control. OutStream sends DATA
+// frames only within the credit the receiver granted, splitting writes to fit the credit and the
+// peer's frame limit, and waits while the socket holds too many unflushed bytes. InStream queues
+// received payloads, refuses a sender that exceeds its credit, and grants credit back as the
+// consumer iterates. Invariant: each DATA frame costs payload + DATA_FRAME_COST_BYTES of credit
+// on both sides, so unconsumed bytes (and queued frames) per stream stay within the window.
+// Server calls use InStream as ctx.input and OutStream behind ctx.write; client calls the reverse.
+
+import { type MirrorpoolError, assert, mpError } from '../../lib/index.js';
+import { DATA_FRAME_COST_BYTES, type Wire } from './connection.js';
+
+const CREDIT_MAX = 2 ** 52;
+/** Payloads smaller than this are copied out of the websocket message so they pin no big buffer. */
+const COPY_BELOW_BYTES = 16 * 1024;
+
+const noop = (): void => undefined;
+
+export class OutStream {
+  private credit = 0;
+  private ended: MirrorpoolError | undefined;
+  private wake: (() => void) | undefined;
+  private tail: Promise<void> = Promise.resolve();
+
+  constructor(private readonly wire: Wire, readonly id: number) {}
+
+  /** The receiver granted `bytes` more. */
+  grant(bytes: number): void {
+    this.credit = Math.min(this.credit + bytes, CREDIT_MAX);
+    this.wake?.();
+  }
+
+  /** No more writes: pending and later ones reject with `error`. */
+  end(error: MirrorpoolError): void {
+    this.ended ??= error;
+    this.wake?.();
+  }
+
+  /** Sends `chunk` (copied before the promise resolves); writes go out in call order. */
+  write(chunk: Uint8Array): Promise<void> {
+    if (!(chunk instanceof Uint8Array)) return Promise.reject(mpError('EINVAL', 'stream chunks must be Uint8Array'));
+    const p = this.tail.then(() => this.send(chunk));
+    // The tail only orders writes; each writer sees its own failure through `p`.
+    this.tail = p.then(noop, noop);
+    return p;
+  }
+
+  private async send(chunk: Uint8Array): Promise<void> {
+    let offset = 0;
+    while (offset < chunk.length) {
+      if (this.ended !== undefined) throw this.ended;
+      const room = this.credit - DATA_FRAME_COST_BYTES;
+      if (room <= 0 || !this.wire.writable) {
+        await this.blocked();
+        continue;
+      }
+      const n = Math.min(chunk.length - offset, room, this.wire.dataChunkBytesMax);
+      this.wire.sendData(this.id, chunk.subarray(offset, offset + n));
+      this.credit -= n + DATA_FRAME_COST_BYTES;
+      offset += n;
+    }
+    if (this.ended !== undefined) throw this.ended;
+  }
+
+  private blocked(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        undo();
+        this.wake = undefined;
+        resolve();
+      };
+      const undo = this.wire.whenWritable(done);
+      this.wake = done;
+    });
+  }
+}
+
+interface Waiter {
+  resolve(result: IteratorResult<Uint8Array>): void;
+  reject(error: unknown): void;
+}
+
+export type PushResult = 'ok' | 'window-exceeded' | 'ended';
+
+export class InStream implements AsyncIterableIterator<Uint8Array> {
+  private queue: Uint8Array[] = [];
+  private head = 0;
+  /** Credit the sender still has, as this side counts it. */
+  private allowed = 0;
+  /** Consumed cost not yet granted back. */
+  private unreported = 0;
+  /** Cost of the chunk handed out last: credited when the consumer asks for the next one. */
+  private held = 0;
+  private ended = false;
+  private abandoned = false;
+  private failure: MirrorpoolError | undefined;
+  private waiter: Waiter | undefined;
+
+  constructor(private readonly wire: Wire, readonly id: number, private readonly window: number) {}
+
+  /** Grants the whole window to the sender. */
+  open(): void {
+    this.allowed = this.window;
+    this.wire.send({ kind: 'credit', id: this.id, bytes: this.window });
+  }
+
+  push(payload: Uint8Array): PushResult {
+    if (this.ended) return 'ended';
+    const cost = payload.length + DATA_FRAME_COST_BYTES;
+    if (cost > this.allowed) return 'window-exceeded';
+    this.allowed -= cost;
+    if (this.abandoned || this.failure !== undefined) return 'ok';
+    const chunk = payload.length < COPY_BELOW_BYTES ? Uint8Array.prototype.slice.call(payload) : payload;
+    const waiter = this.waiter;
+    if (waiter !== undefined) {
+      this.waiter = undefined;
+      this.held = cost;
+      waiter.resolve({ value: chunk, done: false });
+    } else {
+      this.queue.push(chunk);
+    }
+    return 'ok';
+  }
+
+  /** The sender finished: iteration ends after the queued chunks. */
+  end(): void {
+    this.ended = true;
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.resolve({ value: undefined, done: true });
+  }
+
+  /** The call ended: the reader gets `error`, queued chunks are dropped. */
+  fail(error: MirrorpoolError): void {
+    if (this.failure !== undefined) return;
+    this.failure = error;
+    this.queue = [];
+    this.head = 0;
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.reject(error);
+  }
+
+  next(): Promise<IteratorResult<Uint8Array>> {
+    this.credit(this.held);
+    this.held = 0;
+    const chunk = this.queue[this.head];
+    if (chunk !== undefined) {
+      this.head++;
+      if (this.head === this.queue.length) {
+        this.queue = [];
+        this.head = 0;
+      }
+      this.held = chunk.length + DATA_FRAME_COST_BYTES;
+      return Promise.resolve({ value: chunk, done: false });
+    }
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.ended || this.abandoned) return Promise.resolve({ value: undefined, done: true });
+    assert(this.waiter === undefined, 'an RPC input stream has one reader at a time');
+    return new Promise((resolve, reject) => (this.waiter = { resolve, reject }));
+  }
+
+  /** The reader stopped early: later payloads are dropped. */
+  return(): Promise<IteratorResult<Uint8Array>> {
+    this.abandoned = true;
+    this.queue = [];
+    this.head = 0;
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  private credit(cost: number): void {
+    if (cost === 0 || this.abandoned || this.failure !== undefined || this.ended) return;
+    this.unreported += cost;
+    if (this.unreported < Math.max(1, Math.floor(this.window / 4))) return;
+    this.allowed += this.unreported;
+    this.wire.send({ kind: 'credit', id: this.id, bytes: this.unreported });
+    this.unreported = 0;
+  }
+}
+
+/** ctx.input of a call that streams nothing. */
+export const EMPTY_INPUT: AsyncIterable<Uint8Array> = Object.freeze({
+  [Symbol.asyncIterator]: (): AsyncIterator<Uint8Array> => ({ next: () => Promise.resolve({ value: undefined, done: true }) }),
+});
