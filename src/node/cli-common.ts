@@ -1,4 +1,6 @@
-// What every CLI command group shares: the output sinks, how bad usage is raised (a
+// What every CLI command group shares: the input and output streams (CliIo: text sinks, and the
+// binary stdin/stdout that default to the process's, so a daemon can run a command for a remote
+// client in-process), how bad usage is raised (a
 // CommanderError, which main() prints as EINVAL with exit 2), option value parsers that turn an
 // EINVAL into bad usage, --home, JSON output, the pool a dataset name lives in, and the loop over
 // cached pools of the list commands. Operating errors stay MirrorpoolError (exit 1).
@@ -10,9 +12,20 @@ import { MirrorpoolError, hasCode, mpError } from '../lib/index.js';
 import { type CachedPool, PoolCache } from './pool-cache.js';
 import { type OpenLeaf, withPool } from './pool-open.js';
 
+/** Where a command reads and writes. */
 export interface CliIo {
+  /** Text output (tables, JSON, help). */
   readonly out: { write(s: string): void };
+  /** Error and progress text. */
   readonly err: { write(s: string): void };
+  /** The bytes of `put -`, `write -` and `recv` (default: process.stdin). */
+  readonly stdin?: AsyncIterable<Uint8Array>;
+  /**
+   * The bytes of `get`, `read` and `send` (default: process.stdout, each chunk flushed before the
+   * next). A write resolves when the sink has taken the chunk, which it must copy to keep it
+   * afterwards; a rejection ends the command with that error (ECANCELED when the reader went away).
+   */
+  readonly stdout?: { write(chunk: Uint8Array): Promise<void> };
 }
 
 /** Bad usage: main() prints it as EINVAL and exits 2. */

@@ -1,20 +1,24 @@
 // The data commands of the CLI: `put`, `get`, `write`, `read`, `truncate`, `ls`, `rm` on the keyed
 // objects of a dataset (contract: shared/CLI.md; what exists: docs/cli.md). Each opens the pool
-// the dataset lives in, takes a view of the dataset (a snapshot for get/read/ls) and makes keyed
-// calls. Bytes stream in fixed chunks both ways, so memory stays bounded whatever the size: input
-// (a file, or stdin for `-`) is cut into CHUNK_BYTES pieces for putKey/writeKey, which commit each
-// piece in its own transaction under the pool's dirty-data backpressure; output is read with
-// readKey a chunk at a time and each chunk is flushed before the next is read. `get -o FILE`
-// writes a temporary sibling, fsyncs it and renames it over FILE, so FILE is the old or the whole
-// new content. Bytes go to the process's stdout (a Writable), text (`ls`) to io.out.
+// the dataset lives in (or uses the resident pool, in a daemon: see withPool), takes a view of
+// the dataset (a snapshot for get/read/ls) and makes keyed calls. Bytes stream in fixed chunks
+// both ways, so memory stays bounded whatever the size: input (a file, or stdin for `-`) is cut
+// into CHUNK_BYTES pieces for putKey/writeKey, which commit each piece in its own transaction
+// under the pool's dirty-data backpressure; output is read with readKey a chunk at a time and
+// each chunk is flushed before the next is read. `get -o FILE` writes a temporary sibling, fsyncs
+// it and renames it over FILE, so FILE is the old or the whole new content. Bytes come from
+// io.stdin and go to io.stdout (the process's streams unless the caller of main() gives its own,
+// as the daemon does for a remote client); text (`ls`) goes to io.out. Writes to one dataset take
+// turns within a process (oneWriterPerDataset: a daemon runs commands side by side).
 // Key, name and state errors come from the engine (exit 1); offsets and sizes that do not parse
-// are bad usage (exit 2). Registered on the program by buildProgram in cli.ts.
+// are bad usage (exit 2). Registered on the program by buildProgram in cli.ts; withInput,
+// withStdout and withFileAtomic are shared with cli-stream.ts and remote.ts.
 
 import { type Command, Option } from 'commander';
 import { type FileHandle, open, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { type DatasetView, dmu, keyed } from '../engine/index.js';
-import { mpError } from '../lib/index.js';
+import { Gate, mpError } from '../lib/index.js';
 import { type CliIo, arg, home, poolOf } from './cli-common.js';
 import { KeyListWriter, keyRowOf } from './dataset-report.js';
 import { withPool } from './pool-open.js';
@@ -112,12 +116,13 @@ async function* fileChunks(fh: FileHandle, path: string): AsyncGenerator<Uint8Ar
 }
 
 /**
- * Runs `fn` with the bytes of `file` (stdin when absent or `-`). The file is opened before the
- * pool is, so a missing file or a folder fails before the key is touched; it is closed afterwards
- * whatever happened. A read error midway leaves the key with the bytes written so far.
+ * Runs `fn` with the bytes of `file` (io.stdin, by default the process's, when absent or `-`).
+ * The file is opened before the pool is, so a missing file or a folder fails before the key is
+ * touched; it is closed afterwards whatever happened. A read error midway leaves the key with the
+ * bytes written so far.
  */
-export async function withInput<T>(file: string | undefined, fn: (chunks: AsyncIterable<Uint8Array>) => Promise<T>): Promise<T> {
-  if (file === undefined || file === '-') return fn(rechunk(process.stdin, 'stdin'));
+export async function withInput<T>(file: string | undefined, io: CliIo, fn: (chunks: AsyncIterable<Uint8Array>) => Promise<T>): Promise<T> {
+  if (file === undefined || file === '-') return fn(rechunk(io.stdin ?? process.stdin, 'stdin'));
   let fh: FileHandle;
   try {
     fh = await open(file, 'r');
@@ -134,10 +139,13 @@ export async function withInput<T>(file: string | undefined, fn: (chunks: AsyncI
 }
 
 /**
- * Runs `fn` with a writer to the process's stdout. Each write resolves once its chunk is
- * flushed; a reader that went away (EPIPE) is ECANCELED instead of an unhandled stream error.
+ * Runs `fn` with a writer to io.stdout when the caller gave one (its errors pass through as they
+ * are), else to the process's stdout, where each write resolves once its chunk is flushed and a
+ * reader that went away (EPIPE) is ECANCELED instead of an unhandled stream error.
  */
-export async function withStdout<T>(fn: (write: ChunkWriter) => Promise<T>): Promise<T> {
+export async function withStdout<T>(io: CliIo, fn: (write: ChunkWriter) => Promise<T>): Promise<T> {
+  const sink = io.stdout;
+  if (sink !== undefined) return fn((chunk) => sink.write(chunk));
   const out = process.stdout;
   let broken: unknown = null;
   const onError = (e: unknown): void => {
@@ -157,7 +165,7 @@ export async function withStdout<T>(fn: (write: ChunkWriter) => Promise<T>): Pro
 }
 
 /** Runs `fn` with a writer to a temporary sibling of `path`, then fsyncs it and renames it over `path`. */
-async function withFileAtomic<T>(path: string, fn: (write: ChunkWriter) => Promise<T>): Promise<T> {
+export async function withFileAtomic<T>(path: string, fn: (write: ChunkWriter) => Promise<T>): Promise<T> {
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
   let fh: FileHandle;
   try {
@@ -192,9 +200,41 @@ async function withFileAtomic<T>(path: string, fn: (write: ChunkWriter) => Promi
   return result;
 }
 
+/**
+ * Writers of one dataset in this process, by home and dataset name; an entry goes when its last
+ * writer ends. See oneWriterPerDataset.
+ */
+const datasetWriters = new Map<string, { readonly gate: Gate; holders: number }>();
+
+/**
+ * Runs `fn`, which writes to `dataset`, after the other writers of that dataset in this process.
+ * Only a daemon runs commands side by side (resident pools); there two writers of one dataset
+ * would straddle a txg sync, and the engine's object set refuses a transaction of the closing
+ * txg once one of the next txg has written (ObjectSet.layer asserts). Reads, and writes to
+ * different datasets, still run side by side. Used by the data commands and recv.
+ */
+export async function oneWriterPerDataset<T>(homeDir: string, dataset: string, fn: () => Promise<T>): Promise<T> {
+  const key = `${resolve(homeDir)}\n${dataset}`;
+  let entry = datasetWriters.get(key);
+  if (entry === undefined) {
+    entry = { gate: new Gate(), holders: 0 };
+    datasetWriters.set(key, entry);
+  }
+  entry.holders++;
+  try {
+    return await entry.gate.withExclusive(fn);
+  } finally {
+    entry.holders--;
+    if (entry.holders === 0) datasetWriters.delete(key);
+  }
+}
+
 /** Opens the pool of `name`, takes a view of the dataset or snapshot, and runs `fn` on it. */
 function withView<T>(homeDir: string, name: string, mode: 'read' | 'write', fn: (view: DatasetView, assign: keyed.Assign) => Promise<T>): Promise<T> {
-  return withPool(homeDir, poolOf(name), (pool) => pool.dsl.withView(name, mode, (view) => fn(view, () => pool.assign())));
+  return withPool(homeDir, poolOf(name), (pool) => {
+    const run = (): Promise<T> => pool.dsl.withView(name, mode, (view) => fn(view, () => pool.assign()));
+    return mode === 'write' ? oneWriterPerDataset(homeDir, name, run) : run();
+  });
 }
 
 /** Copies bytes [offset, offset+length) of a key, cut at its end, to `write` a chunk at a time. */
@@ -211,7 +251,7 @@ const syncOf = (cmd: Command): { sync: boolean } => ({ sync: cmd.opts<{ sync: bo
 
 const byteOption = (flags: string, what: string): Option => new Option(flags, what).argParser(arg(parseBytes)).makeOptionMandatory();
 
-function addPutGet(program: Command): void {
+function addPutGet(program: Command, io: CliIo): void {
   program
     .command('put')
     .description('store a file (or stdin) under a key, replacing what the key held')
@@ -220,7 +260,7 @@ function addPutGet(program: Command): void {
     .argument('<key>', 'key: 1 to 1024 bytes of UTF-8')
     .argument('[file]', 'file to store, or - for stdin (default: stdin)')
     .action(async (name: string, key: string, file: string | undefined, _o: unknown, cmd: Command) => {
-      await withInput(file, (chunks) => withView(home(cmd), name, 'write', (view, assign) => keyed.putKey(view, assign, key, chunks, syncOf(cmd))));
+      await withInput(file, io, (chunks) => withView(home(cmd), name, 'write', (view, assign) => keyed.putKey(view, assign, key, chunks, syncOf(cmd))));
     });
 
   program
@@ -233,7 +273,7 @@ function addPutGet(program: Command): void {
       const output = cmd.opts<{ output?: string }>().output;
       const all = { offset: 0, length: dmu.OBJECT_BYTES_MAX };
       const sink = (fn: (write: ChunkWriter) => Promise<void>): Promise<void> =>
-        output === undefined || output === '-' ? withStdout(fn) : withFileAtomic(output, fn);
+        output === undefined || output === '-' ? withStdout(io, fn) : withFileAtomic(output, fn);
       await withView(home(cmd), name, 'read', async (view) => {
         await keyed.keyInfo(view, key); // ENOENT before an output file is made
         await sink((write) => copyOut(view, key, all, write));
@@ -241,7 +281,7 @@ function addPutGet(program: Command): void {
     });
 }
 
-function addWriteRead(program: Command): void {
+function addWriteRead(program: Command, io: CliIo): void {
   program
     .command('write')
     .description('write a file (or stdin) into an existing key at an offset, extending it if needed')
@@ -252,7 +292,7 @@ function addWriteRead(program: Command): void {
     .argument('[file]', 'file to write, or - for stdin (default: stdin)')
     .action(async (name: string, key: string, file: string | undefined, _o: unknown, cmd: Command) => {
       const offset = cmd.opts<{ offset: number }>().offset;
-      await withInput(file, (chunks) => withView(home(cmd), name, 'write', (view, assign) => keyed.writeKey(view, assign, key, offset, chunks, syncOf(cmd))));
+      await withInput(file, io, (chunks) => withView(home(cmd), name, 'write', (view, assign) => keyed.writeKey(view, assign, key, offset, chunks, syncOf(cmd))));
     });
 
   program
@@ -264,7 +304,7 @@ function addWriteRead(program: Command): void {
     .argument('<key>', 'key')
     .action(async (name: string, key: string, _o: unknown, cmd: Command) => {
       const range = cmd.opts<{ offset: number; length: number }>();
-      await withView(home(cmd), name, 'read', (view) => withStdout((write) => copyOut(view, key, range, write)));
+      await withView(home(cmd), name, 'read', (view) => withStdout(io, (write) => copyOut(view, key, range, write)));
     });
 }
 
@@ -318,7 +358,7 @@ function addTruncateListRemove(program: Command, io: CliIo): void {
 
 /** Adds the data commands (put, get, write, read, truncate, ls, rm) to the program. */
 export function addDataCommands(program: Command, io: CliIo): void {
-  addPutGet(program);
-  addWriteRead(program);
+  addPutGet(program, io);
+  addWriteRead(program, io);
   addTruncateListRemove(program, io);
 }

@@ -1,10 +1,11 @@
 // The dataset and snapshot commands of the CLI: `dataset create|destroy|list|get|set|rename` and
 // the top-level `snapshot`, `rollback`, `bookmark`, `clone`, `hold`, `release` (contract:
 // shared/CLI.md; what exists: docs/cli.md). Each opens the pool its first name lives in, makes
-// one DSL call and closes the pool; the DSL checks names, properties and state (EINVAL, ENOENT,
-// EEXIST, EBUSY with exit 1) and changes nothing when it refuses. Only syntax is checked here
-// (`-o prop=val`, `-t` types: bad usage, exit 2), plus EXDEV for a second name in another pool.
-// Registered on the program by buildProgram in cli.ts.
+// one DSL call and closes the pool (in a daemon the pool stays open: withPool hands the call to
+// the resident pool and returns once it is durable); the DSL checks names, properties and state
+// (EINVAL, ENOENT, EEXIST, EBUSY with exit 1) and changes nothing when it refuses. Only syntax is
+// checked here (`-o prop=val`, `-t` types: bad usage, exit 2), plus EXDEV for a second name in
+// another pool. Registered on the program by buildProgram in cli.ts.
 
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import type { DatasetType, Dsl } from '../engine/index.js';

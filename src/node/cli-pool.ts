@@ -1,6 +1,8 @@
 // The `pool` command group of the CLI (contract: shared/CLI.md; what exists: docs/cli.md).
 // Parses and validates arguments (bad usage is a CommanderError: exit 2 through main; the shared
-// helpers are in cli-common.ts), then calls pool-admin / pool-debug and prints. Commands that look
+// helpers are in cli-common.ts), then calls pool-admin / pool-debug and prints; in a daemon those
+// evict a resident pool around the work that opens its vdevs directly, while list, status, sync
+// and checkpoint run on the resident pool through withPool. Commands that look
 // at several pools (list, status without a name) print every pool they could open and fail with
 // the error of the last one they could not.
 // Registered on the program by buildProgram in cli.ts.

@@ -1,16 +1,23 @@
 // `mirrorpool send` and `mirrorpool recv` (contract: shared/CLI.md; what exists: docs/cli.md).
-// send writes a stream to stdout (waiting for the reader: a slow pipe slows the send, nothing
-// piles up in memory); recv reads one from stdin. Each opens its pool for the duration, so the
-// two ends of one pipe must be different pools (one process holds a pool at a time).
+// send writes a stream to io.stdout (waiting for the reader: a slow pipe slows the send, nothing
+// piles up in memory); recv reads one from io.stdin (both the process's streams unless the caller
+// of main() gives its own). Each opens its pool for the duration, so the two ends of one pipe
+// must be different pools (one process holds a pool at a time); in a daemon both run on the
+// resident pools (see withPool), so there one pool may feed itself.
+// `send --to` pushes to another node instead (replicate.ts).
 // Registered on the program by buildProgram in cli.ts.
 
 import type { Command } from 'commander';
 import { type Pool, parseName } from '../engine/index.js';
 import { mpError } from '../lib/index.js';
-import { type SendPlan, decodeResumeToken, estimateSend, packageSnapshots, receiveStream, sendPlan, sendStream } from '../sync/index.js';
-import { type CliIo, home, poolOf, usage, withDsl } from './cli-common.js';
-import { withInput, withStdout } from './cli-data.js';
+import { receiveStream } from '../sync/index.js';
+import { type CliIo, arg, home, poolOf, usage, withDsl } from './cli-common.js';
+import { oneWriterPerDataset, withInput, withStdout } from './cli-data.js';
+import { type ReplicationEvent, localNode } from './node-config.js';
 import { withPool } from './pool-open.js';
+import { RETRIES_DEFAULT, parseTarget, replicate } from './replicate.js';
+import type { ClientCredentials } from './rpc/index.js';
+import { type SendRequest, sendSource, sendTarget } from './send-source.js';
 import { formatSize } from './units.js';
 
 /** Progress lines (-v) at most this often. */
@@ -36,47 +43,95 @@ function progress(io: CliIo, verbose: boolean, what: string): (bytes: number, do
   };
 }
 
+interface SendOpts {
+  i?: string;
+  I?: string;
+  t?: string;
+  estimate: boolean;
+  verbose: boolean;
+  to?: string;
+  toToken?: string;
+  toCa?: string;
+  retries: number;
+}
+
+/** The credential `send --to` uses: this node's identity inside a daemon, else a token. */
+function pushCredentials(o: SendOpts): ClientCredentials {
+  const token = o.toToken ?? process.env['MIRRORPOOL_TO_TOKEN'];
+  if (token !== undefined && token !== '') return { kind: 'token', token };
+  const local = localNode();
+  if (local !== undefined) return { kind: 'node', keys: local.node.keys, clusterSecret: local.node.clusterSecret };
+  throw mpError('EAUTH', 'send --to needs --to-token (or MIRRORPOOL_TO_TOKEN) with scope rw on the target, or to run on a node (--node)', { reason: 'token-malformed' });
+}
+
+async function push(pool: Pool, request: SendRequest, o: SendOpts, io: CliIo): Promise<void> {
+  const target = parseTarget(o.to ?? '');
+  const local = localNode();
+  const caFile = o.toCa ?? local?.node.config.tls?.ca;
+  const report = progress(io, o.verbose, `send ${request.to ?? ''} to ${target.url}:`);
+  const result = await replicate({
+    pool,
+    request,
+    target,
+    credentials: pushCredentials(o),
+    ...(caFile === undefined ? {} : { caFile }),
+    retries: o.retries,
+    ...(local === undefined ? {} : { events: (e: ReplicationEvent) => local.replication(e) }),
+    onBytes: (n) => report(n),
+    onResume: () => {
+      if (o.verbose) io.err.write(`resuming the stopped receive into ${target.dataset} from its token\n`);
+    },
+    onRetry: (n, e) => {
+      if (o.verbose) io.err.write(`connection lost (${e.code}: ${e.message}); retry ${n} of ${o.retries}\n`);
+    },
+  });
+  report(result.bytes, true);
+  if (o.verbose) io.err.write(`${target.url} received ${result.snapshot}: ${result.bytes} stream bytes sent in ${result.attempts} attempt${result.attempts === 1 ? '' : 's'}\n`);
+}
+
+function retriesArg(text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 0 || n > 100) throw mpError('EINVAL', `--retries must be 0 to 100`, { value: text });
+  return n;
+}
+
 function addSend(program: Command, io: CliIo): void {
   program
     .command('send')
-    .description('write a stream of a snapshot (or of what changed since -i) to stdout')
+    .description('write a stream of a snapshot (or of what changed since -i) to stdout, or push it to a node (--to)')
     .option('-i <from>', 'incremental from this snapshot or bookmark (@snap, #mark or a full name)')
     .option('-I <from>', 'incremental from this snapshot, with every snapshot in between (a package of streams)')
     .option('-t <token>', 'resume the stream a stopped `recv -s` left a token for')
     .option('--estimate', 'print the size the stream would have, send nothing', false)
     .option('-v, --verbose', 'progress on stderr', false)
+    .option('--to <node-url:pool/ds>', 'push to this dataset on another node, resuming across broken connections')
+    .option('--to-token <token>', 'token (scope rw) for the --to node (default MIRRORPOOL_TO_TOKEN, or this node\'s key on a node)')
+    .option('--to-ca <file>', 'CA certificate (PEM) of a wss:// --to node')
+    .option('--retries <n>', 'reconnections --to tries before it gives up', arg(retriesArg), RETRIES_DEFAULT)
     .argument('[snapshot]', 'pool/ds@snap to send')
     .action(async (snapshot: string | undefined, _o: unknown, cmd: Command) => {
-      const o = cmd.opts<{ i?: string; I?: string; t?: string; estimate: boolean; verbose: boolean }>();
+      const o = cmd.opts<SendOpts>();
       if (o.i !== undefined && o.I !== undefined) throw usage('send takes -i or -I, not both');
       if (o.t !== undefined && (snapshot !== undefined || o.i !== undefined || o.I !== undefined)) throw usage('send -t takes the token alone');
       if (o.t === undefined && snapshot === undefined) throw usage('send needs a snapshot (or -t <token>)');
-      const to = o.t !== undefined ? decodeResumeToken(o.t).toName : (snapshot ?? '');
-      parseName(to, ['snapshot']);
+      if (o.to !== undefined && (o.estimate || o.t !== undefined)) throw usage('send --to goes with neither --estimate nor -t (it resumes by itself)');
+      if (o.to !== undefined) parseTarget(o.to);
+      const to = sendTarget(o.t === undefined ? { to: snapshot ?? '' } : { token: o.t });
       const from = fromName(to, o.i ?? o.I);
+      const request: SendRequest = { to, ...(from === undefined ? {} : { from }), intermediates: o.I !== undefined, ...(o.t === undefined ? {} : { token: o.t }) };
       await withPool(home(cmd), poolOf(to), async (pool: Pool) => {
-        // -I: one stream per snapshot after `from` up to `to`.
-        const steps = o.I !== undefined && from !== undefined ? await packageSnapshots(pool, from, to) : [to];
-        const plans: SendPlan[] = [];
-        let prev = from;
-        for (const step of steps) {
-          plans.push(await sendPlan(pool, step, { ...(prev === undefined ? {} : { from: prev }), ...(o.t === undefined ? {} : { token: o.t }) }));
-          prev = step;
-        }
+        if (o.to !== undefined) return push(pool, request, o, io);
+        const source = await sendSource(pool, request);
         if (o.estimate) {
-          let bytes = 0;
-          for (const plan of plans) bytes += await estimateSend(pool, plan);
-          const kind = from === undefined ? 'full' : o.I !== undefined ? `incremental (${plans.length} streams)` : 'incremental';
+          const bytes = await source.estimate();
+          const kind = from === undefined ? 'full' : o.I !== undefined ? `incremental (${source.plans.length} streams)` : 'incremental';
           io.out.write(`estimated size of ${kind} stream of ${to}: ${bytes} bytes (${formatSize(bytes)})\n`);
           return;
         }
         const report = progress(io, o.verbose, `send ${to}:`);
         let sent = 0;
-        const frames = async function* (): AsyncGenerator<Uint8Array> {
-          for (const [i, plan] of plans.entries()) yield* sendStream(pool, plan, { more: i < plans.length - 1 });
-        };
-        await withStdout(async (write) => {
-          for await (const frame of frames()) {
+        await withStdout(io, async (write) => {
+          for await (const frame of source.frames()) {
             await write(frame);
             sent += frame.length;
             report(sent);
@@ -108,13 +163,11 @@ function addRecv(program: Command, io: CliIo): void {
         return;
       }
       const report = progress(io, o.verbose, `recv ${dataset}:`);
-      await withInput(undefined, (chunks) =>
+      await withInput(undefined, io, (chunks) =>
         withPool(home(cmd), poolOf(dataset), async (pool) => {
-          const result = await receiveStream(pool, dataset, chunks, {
-            force: o.force,
-            resumable: o.s,
-            progress: (p) => report(p.dataBytes),
-          });
+          const result = await oneWriterPerDataset(home(cmd), dataset, () =>
+            receiveStream(pool, dataset, chunks, { force: o.force, resumable: o.s, progress: (p) => report(p.dataBytes) }),
+          );
           report(result.dataBytes, true);
           if (o.verbose) io.err.write(`received ${result.snapshot} (${result.records} records)\n`);
         }),

@@ -32,7 +32,7 @@ describe('mirrorpool command line', () => {
 
   it('reports an operation that cannot run as a coded error with exit status 1', async () => {
     const c = capture();
-    expect(await main(['up'], c.io)).toBe(1);
-    expect(c.err()).toMatch(/^mirrorpool: ENOTSUP: /);
+    expect(await main(['--home', '/nonexistent/mirrorpool-home', 'node', 'status'], c.io)).toBe(1);
+    expect(c.err()).toMatch(/^mirrorpool: ENOENT: /);
   });
 });

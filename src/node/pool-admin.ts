@@ -3,15 +3,18 @@
 // either completes or leaves the cache file as it was: the pool cache is written last, under its
 // lock, and a failed create or add removes the vdev files it made. Once the engine has made a
 // vdev change durable the cache is updated even if the export after it fails, so it names the
-// disks the pool's labels name. Arguments arrive validated by cli-pool.ts (counts, duplicates,
-// sizes).
+// disks the pool's labels name. Every path that locks and imports vdevs itself runs inside
+// withPoolClosed: in a process with resident pools (the daemon) the pool is evicted first, so its
+// lock is free and no command runs on it meanwhile, and imported again afterwards (export leaves
+// it closed and out of the registry). Arguments arrive validated by cli-pool.ts (counts,
+// duplicates, sizes).
 
 import { rm, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { type CheckpointRecord, type Guid, Pool, readDiskLabels } from '../engine/index.js';
 import { FileDisk, assert, hasCode, mpError } from '../lib/index.js';
 import { type CachedPool, PoolCache } from './pool-cache.js';
-import { type OpenLeaf, cliPoolEnv, withCacheLock, withImportedPool, withLockedLeaves, withPool } from './pool-open.js';
+import { type OpenLeaf, cliPoolEnv, withCacheLock, withImportedPool, withLockedLeaves, withPool, withPoolClosed } from './pool-open.js';
 import { type ImportablePool, type ScanResult, scanForPools } from './pool-scan.js';
 
 export interface CreatePoolOptions {
@@ -63,26 +66,28 @@ async function existingVdev(path: string, force: boolean): Promise<boolean> {
 export async function createPool(home: string, name: string, vdevs: readonly string[], o: CreatePoolOptions): Promise<CachedPool> {
   const paths = vdevs.map((v) => resolve(v));
   checkFree(await new PoolCache(home).list(), name, paths);
-  const missing: string[] = [];
-  for (const path of paths) if (!(await existingVdev(path, o.force))) missing.push(path);
-  const created: string[] = [];
-  try {
-    for (const path of missing) {
-      await (await FileDisk.open(path, { createBytes: o.sizeBytes })).close();
-      created.push(path);
+  return withPoolClosed(home, name, { reopen: true }, async () => {
+    const missing: string[] = [];
+    for (const path of paths) if (!(await existingVdev(path, o.force))) missing.push(path);
+    const created: string[] = [];
+    try {
+      for (const path of missing) {
+        await (await FileDisk.open(path, { createBytes: o.sizeBytes })).close();
+        created.push(path);
+      }
+      const guid = await withLockedLeaves(paths, async (leaves) => {
+        const pool = await Pool.create(name, o.mirror ? [leaves] : leaves.map((l) => [l]), cliPoolEnv());
+        await pool.export();
+        return pool.guid.toString();
+      });
+      const entry: CachedPool = { name, guid, vdevs: paths };
+      await withCacheLock(home, (cache) => cache.add(entry));
+      return entry;
+    } catch (e) {
+      await Promise.all(created.map((path) => rm(path, { force: true })));
+      throw e;
     }
-    const guid = await withLockedLeaves(paths, async (leaves) => {
-      const pool = await Pool.create(name, o.mirror ? [leaves] : leaves.map((l) => [l]), cliPoolEnv());
-      await pool.export();
-      return pool.guid.toString();
-    });
-    const entry: CachedPool = { name, guid, vdevs: paths };
-    await withCacheLock(home, (cache) => cache.add(entry));
-    return entry;
-  } catch (e) {
-    await Promise.all(created.map((path) => rm(path, { force: true })));
-    throw e;
-  }
+  });
 }
 
 /** Pools under `sources` that are not in this home's cache. */
@@ -115,12 +120,9 @@ function pick(scan: ScanResult, cached: readonly CachedPool[], target: string, s
 
 /**
  * Imports the pool named (or with the guid) `target` from the files under `sources` and records it
- * in the cache. EEXIST when it or its name is already imported; EPROTO when a file named with
+ * in the cache; with `rewindToCheckpoint` the checkpointed state becomes current first (everything
+ * after it is gone). EEXIST when it or its name is already imported; EPROTO when a file named with
  * --dir is not a vdev; ENOENT when no such pool is found.
- */
-/**
- * Imports pool `target` found in `sources` into the cache; with `rewindToCheckpoint` the
- * checkpointed state becomes current first (everything after it is gone).
  */
 export async function importPool(home: string, sources: readonly string[], target: string, options: { rewindToCheckpoint?: boolean } = {}): Promise<CachedPool> {
   const cached = await new PoolCache(home).list();
@@ -129,21 +131,25 @@ export async function importPool(home: string, sources: readonly string[], targe
   const bad = scan.notVdevs[0];
   if (bad !== undefined) throw mpError('EPROTO', `${bad} is not a mirrorpool vdev (no valid label)`, { path: bad });
   const found = pick(scan, cached, target, sources);
-  await withLockedLeaves(found.vdevs, (leaves) => withImportedPool(leaves, found.guid, () => Promise.resolve(), options));
-  const entry: CachedPool = { name: found.name, guid: found.guid, vdevs: [...found.vdevs] };
-  await withCacheLock(home, (cache) => cache.add(entry));
-  return entry;
+  return withPoolClosed(home, found.name, { reopen: true }, async () => {
+    await withLockedLeaves(found.vdevs, (leaves) => withImportedPool(leaves, found.guid, () => Promise.resolve(), options));
+    const entry: CachedPool = { name: found.name, guid: found.guid, vdevs: [...found.vdevs] };
+    await withCacheLock(home, (cache) => cache.add(entry));
+    return entry;
+  });
 }
 
-/** Syncs and closes the pool, then drops it from the cache. */
+/**
+ * Syncs and closes the pool, then drops it from the cache. A resident pool is exported by its
+ * eviction and is not reopened.
+ */
 export async function exportPool(home: string, name: string): Promise<void> {
   await withPool(home, name, async (pool) => {
     await pool.sync();
   });
-  await withCacheLock(home, (cache) => cache.remove(name));
+  await withPoolClosed(home, name, { reopen: false }, () => withCacheLock(home, (cache) => cache.remove(name)));
 }
 
-/** Forces a txg sync; returns the txg of the newest uberblock on disk afterwards. */
 /** Takes a checkpoint of pool `name`; returns it. */
 export async function checkpointPool(home: string, name: string): Promise<CheckpointRecord> {
   return withPool(home, name, (pool) => pool.checkpoint());
@@ -164,6 +170,7 @@ export async function discardCheckpoint(home: string, name: string): Promise<num
   });
 }
 
+/** Forces a txg sync; returns the txg of the newest uberblock on disk afterwards. */
 export async function syncPool(home: string, name: string): Promise<number> {
   return withPool(home, name, async (pool) => {
     await pool.sync();
@@ -249,8 +256,14 @@ function leafGuidAt(pool: Pool, entry: CachedPool, own: readonly OpenLeaf[], pat
 }
 
 /** Adds top-level vdevs (one mirror with `mirror`) to the cached pool `name`; files that do not exist are created. */
-export async function addVdevs(home: string, name: string, vdevs: readonly string[], o: AddVdevOptions): Promise<CachedPool> {
-  const entry = await new PoolCache(home).get(name);
+export function addVdevs(home: string, name: string, vdevs: readonly string[], o: AddVdevOptions): Promise<CachedPool> {
+  return withPoolClosed(home, name, { reopen: true }, async () => {
+    const entry = await new PoolCache(home).get(name);
+    return addToEntry(home, entry, vdevs, o);
+  });
+}
+
+async function addToEntry(home: string, entry: CachedPool, vdevs: readonly string[], o: AddVdevOptions): Promise<CachedPool> {
   const paths = vdevs.map((v) => resolve(v));
   return withNewVdevFiles(home, paths, o, (kept) =>
     changeVdevs(home, entry, paths, async (pool, _own, added) => {
@@ -274,7 +287,17 @@ export async function addVdevs(home: string, name: string, vdevs: readonly strin
  * Attaches `newVdev` to the vdev `vdev` of the cached pool `name` (a disk becomes a mirror). A new
  * file is created at `sizeBytes`, or when that is null at the size of `vdev`'s file.
  */
-export async function attachVdev(
+export function attachVdev(
+  home: string,
+  name: string,
+  vdev: string,
+  newVdev: string,
+  o: { sizeBytes: number | null; force: boolean },
+): Promise<CachedPool> {
+  return withPoolClosed(home, name, { reopen: true }, () => attachToEntry(home, name, vdev, newVdev, o));
+}
+
+async function attachToEntry(
   home: string,
   name: string,
   vdev: string,
@@ -297,19 +320,23 @@ export async function attachVdev(
 }
 
 /** Detaches the mirror child `vdev` from the cached pool `name`; its file stays, without a label. */
-export async function detachVdev(home: string, name: string, vdev: string): Promise<CachedPool> {
-  const entry = await new PoolCache(home).get(name);
-  const path = resolve(vdev);
-  if (!entry.vdevs.includes(path)) throw mpError('ENOENT', `${path} is not a vdev of pool '${name}'`, { path, pool: name });
-  return changeVdevs(home, entry, [], async (pool, own) => {
-    await pool.detach(leafGuidAt(pool, entry, own, path));
-    return { ...entry, vdevs: entry.vdevs.filter((v) => v !== path) };
+export function detachVdev(home: string, name: string, vdev: string): Promise<CachedPool> {
+  return withPoolClosed(home, name, { reopen: true }, async () => {
+    const entry = await new PoolCache(home).get(name);
+    const path = resolve(vdev);
+    if (!entry.vdevs.includes(path)) throw mpError('ENOENT', `${path} is not a vdev of pool '${name}'`, { path, pool: name });
+    return changeVdevs(home, entry, [], async (pool, own) => {
+      await pool.detach(leafGuidAt(pool, entry, own, path));
+      return { ...entry, vdevs: entry.vdevs.filter((v) => v !== path) };
+    });
   });
 }
 
 /** Gives the cached pool `name` a new guid; returns it. */
-export async function reguidPool(home: string, name: string): Promise<string> {
-  const entry = await new PoolCache(home).get(name);
-  const next = await changeVdevs(home, entry, [], async (pool) => ({ ...entry, guid: (await pool.reguid()).toString() }));
-  return next.guid;
+export function reguidPool(home: string, name: string): Promise<string> {
+  return withPoolClosed(home, name, { reopen: true }, async () => {
+    const entry = await new PoolCache(home).get(name);
+    const next = await changeVdevs(home, entry, [], async (pool) => ({ ...entry, guid: (await pool.reguid()).toString() }));
+    return next.guid;
+  });
 }

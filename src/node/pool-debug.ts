@@ -3,8 +3,9 @@
 // datasets, snapshots and bookmarks, and the objects of every dataset with their block pointers (DVAs, birth txgs). Output is bounded by maxObjects per object
 // set and maxBlocks per object; the walk stops once past the last object shown (--check walks
 // everything, through the pool's invariant check, which crashes on a broken invariant). Labels are read
-// and printed before the import, so a pool that no longer imports can still be inspected.
-// Called by cli-pool.ts.
+// and printed before the import, so a pool that no longer imports can still be inspected. The
+// pool is opened here, not through withPool: a resident pool (daemon) is evicted for the report
+// and imported again afterwards (withPoolClosed). Called by cli-pool.ts.
 
 import {
   type DatasetEntry,
@@ -21,7 +22,7 @@ import {
 } from '../engine/index.js';
 import { ChecksumKind, hasCode, toHex } from '../lib/index.js';
 import { PoolCache } from './pool-cache.js';
-import { type OpenLeaf, withImportedPool, withLockedLeaves } from './pool-open.js';
+import { type OpenLeaf, withImportedPool, withLockedLeaves, withPoolClosed } from './pool-open.js';
 import { table } from './pool-report.js';
 import { formatSize } from './units.js';
 
@@ -172,7 +173,11 @@ function datasetSection(all: readonly DatasetEntry[]): string {
 }
 
 /** Prints the debug report of the cached pool `name` through `write`. */
-export async function debugPool(home: string, name: string, o: DebugOptions, write: (s: string) => void): Promise<void> {
+export function debugPool(home: string, name: string, o: DebugOptions, write: (s: string) => void): Promise<void> {
+  return withPoolClosed(home, name, { reopen: true }, () => debugCached(home, name, o, write));
+}
+
+async function debugCached(home: string, name: string, o: DebugOptions, write: (s: string) => void): Promise<void> {
   const entry = await new PoolCache(home).get(name);
   await withLockedLeaves(entry.vdevs, async (leaves) => {
     write(`pool ${entry.name} (guid ${entry.guid}), ${leaves.length} leaf vdev(s)\n\n`);

@@ -1,14 +1,18 @@
-// How a CLI command gets at a pool without a daemon: find the pool in the cache (--home), take the
-// exclusive vdev lock (EBUSY when another process has it), open a FileDisk per vdev, import,
-// run the command, export (which syncs) and close, release the lock. Every path out — success or
-// failure — closes the disks and releases the lock. Also the lock that serialises changes to the
-// pool cache itself. Called by pool-admin.ts, pool-debug.ts and cli-pool.ts.
+// How a CLI command gets at a pool. Without a daemon: find the pool in the cache (--home), take
+// the exclusive vdev lock (EBUSY when another process has it), open a FileDisk per vdev, import,
+// run the command, export (which syncs) and close, release the lock; every path out — success or
+// failure — closes the disks and releases the lock. When this process has resident pools
+// installed for that home (resident-pools.ts, the daemon), withPool runs the command on the
+// resident pool instead, and withPoolClosed evicts it around administration that opens the vdevs
+// directly. Also the lock that serialises changes to the pool cache itself, across processes and
+// within one. Called by pool-admin.ts, pool-debug.ts, cli-common.ts and the command groups.
 
 import { mkdir, realpath } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { type LeafInput, Pool, type PoolEnv } from '../engine/index.js';
-import { FileDisk, MirrorpoolError, SystemClock, SystemRandom, hasCode, mpError } from '../lib/index.js';
+import { FileDisk, Gate, SystemClock, SystemRandom, hasCode, mpError } from '../lib/index.js';
 import { type CachedPool, PoolCache } from './pool-cache.js';
+import { ResidentPools, checkCachedGuid, exportAfterFailure } from './resident-pools.js';
 import { VdevLock } from './vdev-lock.js';
 
 /** Block cache of a pool the CLI opens: commands are short and read little. */
@@ -40,16 +44,6 @@ export async function withLockedLeaves<T>(paths: readonly string[], fn: (leaves:
   }
 }
 
-/** Exports a pool whose command failed; the command's own error is the one reported. */
-async function exportAfterFailure(pool: Pool): Promise<void> {
-  try {
-    await pool.export();
-  } catch (e) {
-    if (!(e instanceof MirrorpoolError)) throw e;
-    // The disks are closed by withLockedLeaves; the first failure is what the caller sees.
-  }
-}
-
 /**
  * Imports the pool on already opened leaves, runs `fn`, exports it (sync + close). When
  * `expectGuid` is given, a pool with another guid on those files is ESTALE (the cache is outdated).
@@ -63,13 +57,7 @@ export async function withImportedPool<T>(
   const pool = await Pool.import(leaves, cliPoolEnv(), options);
   let result: T;
   try {
-    if (expectGuid !== undefined && pool.guid.toString() !== expectGuid) {
-      throw mpError('ESTALE', `the vdevs of pool '${pool.name}' hold pool guid ${pool.guid}, the cache says ${expectGuid}`, {
-        pool: pool.name,
-        guid: pool.guid.toString(),
-        cachedGuid: expectGuid,
-      });
-    }
+    if (expectGuid !== undefined) checkCachedGuid(pool, expectGuid);
     result = await fn(pool);
   } catch (e) {
     await exportAfterFailure(pool);
@@ -79,21 +67,56 @@ export async function withImportedPool<T>(
   return result;
 }
 
-/** Opens the cached pool `name` for the duration of `fn` (ENOENT: not in the cache; EBUSY: in use). */
+/**
+ * Opens the cached pool `name` for the duration of `fn` (ENOENT: not in the cache; EBUSY: in use);
+ * what `fn` changed is durable when this resolves. With resident pools installed for `home`, `fn`
+ * runs on the resident pool, which stays open afterwards.
+ */
 export async function withPool<T>(
   home: string,
   name: string,
   fn: (pool: Pool, entry: CachedPool, leaves: readonly OpenLeaf[]) => Promise<T>,
 ): Promise<T> {
+  const resident = ResidentPools.current(home);
+  if (resident !== undefined) return resident.use(name, fn);
   const entry = await new PoolCache(home).get(name);
   return withLockedLeaves(entry.vdevs, (leaves) => withImportedPool(leaves, entry.guid, (pool) => fn(pool, entry, leaves)));
 }
 
 /**
- * Serialises read-modify-write of the pool cache across processes: the home folder itself is
- * locked like a vdev. EBUSY when another process is changing the cache right now.
+ * Runs `fn`, which locks and opens the vdevs of pool `name` itself (creating, importing,
+ * changing or inspecting it), while the pool is not resident: with resident pools installed for
+ * `home`, the pool is evicted first (its users finish, new ones wait until `fn` is done) and,
+ * with `reopen`, imported again afterwards. Without resident pools it just runs `fn`.
+ */
+export function withPoolClosed<T>(home: string, name: string, o: { reopen: boolean }, fn: () => Promise<T>): Promise<T> {
+  const resident = ResidentPools.current(home);
+  return resident === undefined ? fn() : resident.withEvicted(name, fn, o);
+}
+
+/**
+ * One gate per home folder: commands of one process (the daemon runs many at once) take turns
+ * at the pool cache, since the file lock below refuses a second holder in the same process.
+ * Bounded by the homes a process uses (one, in practice).
+ */
+const cacheGates = new Map<string, Gate>();
+
+/**
+ * Serialises read-modify-write of the pool cache: within this process through its gate, across
+ * processes by locking the home folder itself like a vdev. EBUSY when another process is
+ * changing the cache right now.
  */
 export async function withCacheLock<T>(home: string, fn: (cache: PoolCache) => Promise<T>): Promise<T> {
+  const dir = resolve(home);
+  let gate = cacheGates.get(dir);
+  if (gate === undefined) {
+    gate = new Gate();
+    cacheGates.set(dir, gate);
+  }
+  return gate.withExclusive(() => withHomeLocked(home, fn));
+}
+
+async function withHomeLocked<T>(home: string, fn: (cache: PoolCache) => Promise<T>): Promise<T> {
   await mkdir(resolve(home), { recursive: true, mode: 0o700 });
   let lock: VdevLock;
   try {

@@ -1,0 +1,119 @@
+// Remote replication (`send ... --to URL:pool/ds`): push a send stream to another node, which
+// receives it resumably. When the connection breaks (or the node restarts) the push reconnects,
+// asks the receiver for the resume token its stopped receive left, and sends only the rest —
+// from the token's object and offset. Errors of the stream itself (a diverged target, a bad
+// name) are not retried; losing the connection is, with a growing pause, up to `retries` times.
+// Called by cli-stream.ts.
+
+import { type Pool } from '../engine/index.js';
+import { MirrorpoolError, mpError } from '../lib/index.js';
+import { decodeResumeToken } from '../sync/index.js';
+import { MirrorpoolClient } from './client.js';
+import type { ReplicationEvent } from './node-config.js';
+import type { ClientCredentials } from './rpc/index.js';
+import { type SendRequest, sendSource } from './send-source.js';
+
+export const RETRIES_DEFAULT = 5;
+const PAUSE_MS_FIRST = 200;
+const PAUSE_MS_MAX = 5000;
+/** Codes that mean the link or the peer went away, not that the stream is wrong. */
+const RETRYABLE = new Set(['ECANCELED', 'EIO', 'ETIMEDOUT']);
+
+export interface ReplicateTarget {
+  readonly url: string;
+  readonly dataset: string;
+}
+
+export interface ReplicateOptions {
+  readonly pool: Pool;
+  readonly request: SendRequest;
+  readonly target: ReplicateTarget;
+  readonly credentials: ClientCredentials;
+  readonly caFile?: string;
+  readonly force?: boolean;
+  readonly retries?: number;
+  readonly events?: (e: ReplicationEvent) => void;
+  /** Called before each attempt after the first, with the error that ended the last one. */
+  readonly onRetry?: (attempt: number, error: MirrorpoolError) => void;
+  readonly onBytes?: (total: number) => void;
+  /** Called when an attempt resumes a stopped receive instead of starting over. */
+  readonly onResume?: (token: string) => void;
+}
+
+export interface ReplicateResult {
+  readonly snapshot: string;
+  readonly bytes: number;
+  readonly attempts: number;
+}
+
+/** `ws://host:port:pool/ds` (or wss://) → the node URL and the dataset. EINVAL otherwise. */
+export function parseTarget(text: string): ReplicateTarget {
+  const m = /^(wss?:\/\/[^/]+?)\/?:([^:]+)$/.exec(text);
+  if (m === null) throw mpError('EINVAL', `--to '${text}' is not <node-url>:<pool/ds> (example: ws://10.0.0.2:7101:tank/data)`, { value: text });
+  return { url: m[1] ?? '', dataset: m[2] ?? '' };
+}
+
+const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** One attempt: connect, resume if the receiver holds a token for this stream, push. */
+async function attempt(o: ReplicateOptions, counted: { bytes: number }): Promise<{ snapshot: string }> {
+  const client = await MirrorpoolClient.connect(o.target.url, o.credentials, o.caFile === undefined ? {} : { caFile: o.caFile });
+  try {
+    const token = await client.resumeToken(o.target.dataset);
+    let request: SendRequest = o.request;
+    let resumed = false;
+    if (token !== null) {
+      const stopped = decodeResumeToken(token);
+      if (stopped.toName !== o.request.to) {
+        throw mpError('EBUSY', `${o.target.dataset} on ${o.target.url} holds a stopped receive of ${stopped.toName}; abort it there with \`recv -A\` first`, {
+          dataset: o.target.dataset,
+          stopped: stopped.toName,
+        });
+      }
+      request = { token };
+      resumed = true;
+      o.onResume?.(token);
+    }
+    const source = await sendSource(o.pool, request);
+    const frames = async function* (): AsyncGenerator<Uint8Array> {
+      for await (const frame of source.frames()) {
+        counted.bytes += frame.length;
+        o.events?.({ kind: 'bytes', n: frame.length });
+        o.onBytes?.(counted.bytes);
+        yield frame;
+      }
+    };
+    const result = await client.receive(o.target.dataset, frames(), { resumable: true, force: (o.force ?? false) && !resumed });
+    return { snapshot: result.snapshot };
+  } finally {
+    await client.close();
+  }
+}
+
+/** Pushes `request` to the target until it lands or a non-retryable error (or too many retries). */
+export async function replicate(o: ReplicateOptions): Promise<ReplicateResult> {
+  const retries = o.retries ?? RETRIES_DEFAULT;
+  const started = performance.now();
+  const counted = { bytes: 0 };
+  o.events?.({ kind: 'start' });
+  for (let n = 0; ; n++) {
+    try {
+      const { snapshot } = await attempt(o, counted);
+      const short = snapshot.slice(snapshot.indexOf('@'));
+      const to = o.request.to ?? '';
+      if (o.request.intermediates !== true || to.endsWith(short)) {
+        o.events?.({ kind: 'done', seconds: (performance.now() - started) / 1000 });
+        return { snapshot, bytes: counted.bytes, attempts: n + 1 };
+      }
+      // A resumed stream of a package landed; the snapshots after it follow as a new package.
+      o = { ...o, request: { ...o.request, from: `${to.slice(0, to.indexOf('@'))}${short}` } };
+    } catch (e) {
+      if (!(e instanceof MirrorpoolError)) throw e;
+      o.events?.({ kind: 'error', code: e.code });
+      if (!RETRYABLE.has(e.code) || n >= retries) throw e;
+      o.events?.({ kind: 'retry' });
+      o.onRetry?.(n + 1, e);
+      await pause(Math.min(PAUSE_MS_MAX, PAUSE_MS_FIRST * 2 ** n));
+    }
+  }
+}
