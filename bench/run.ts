@@ -9,8 +9,9 @@ import * as dataset from './dataset.bench.js';
 import * as zil from './intent-log.bench.js';
 import * as pool from './pool.bench.js';
 import * as stream from './stream.bench.js';
+import * as transport from './transport.bench.js';
 
-const SUITES: Record<string, { run(): Promise<Figure[]> }> = { checksum, pool, dataset, zil, checkpoint, stream };
+const SUITES: Record<string, { run(): Promise<Figure[]> }> = { checksum, pool, dataset, zil, checkpoint, stream, transport };
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);

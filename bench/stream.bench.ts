@@ -8,7 +8,9 @@
 //     an fsync at the end: throughput ratio, target >= 0.5x;
 //   - the 1 % change replicated with `send -i | recv` (two processes, a pipe), against `rsync -a`
 //     of the equivalent file tree (1024 files of 1 MiB, the same 128 KiB pieces changed) onto a
-//     copy of the base tree: time ratio, target <= 0.2x.
+//     copy of the base tree: time ratio, target <= 0.2x;
+//   - the same change replicated between two running nodes (`send --to`, asked of the sending
+//     node by a client that is already connected), against the same rsync.
 // rsync must be installed (Debian: apt-get install rsync). Everything lives in a fresh folder
 // under os.tmpdir(), removed afterwards. Run after `npm run build` (the CLI runs from dist/).
 import { spawn, spawnSync } from 'node:child_process';
@@ -19,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { FileDisk, Prng, SystemClock, SystemRandom } from '../src/lib/index.js';
 import { Pool, type PoolTuning, keyed } from '../src/engine/index.js';
 import { estimateSend, sendPlan, sendStream } from '../src/sync/index.js';
+import { MirrorpoolClient, createToken, loadNodeHome } from '../src/node/index.js';
 import { type Figure, figure, GiB, MiB } from './harness.js';
 
 const SUITE = 'stream';
@@ -93,6 +96,52 @@ async function drain(pool: Pool, to: string, from?: string): Promise<{ ms: numbe
   return { ms: performance.now() - start, bytes, estimate };
 }
 
+/** `node start` of a home as a process; resolves with its URL once it listens. */
+function startNode(home: string): Promise<{ url: string; stop: () => Promise<void> }> {
+  const child = spawn(process.execPath, [BIN, '--home', home, 'node', 'start', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise<void>((done) => child.once('exit', () => done()));
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = / listening on (\S+)\n/.exec(out);
+      if (m !== null) resolve({ url: m[1] ?? '', stop: () => (child.kill('SIGTERM'), exited) });
+    });
+    void exited.then(() => reject(new Error(`bench: the node in ${home} exited before it listened`)));
+  });
+}
+
+/**
+ * The p0 -> p1 change pushed from a node holding `src` to a node holding `dst` (rolled back to
+ * p0), through a client connected to the first node beforehand; wall ms of the push.
+ */
+async function replicateBetweenNodes(dir: string, srcPath: string, dstPath: string): Promise<number> {
+  const homeA = join(dir, 'node-a');
+  const homeB = join(dir, 'node-b');
+  cli(homeA, ['node', 'init', '--listen', '127.0.0.1:0']);
+  cli(homeB, ['node', 'init', '--listen', '127.0.0.1:0', '--cluster-secret-file', join(homeA, 'cluster.secret')]);
+  const a = await loadNodeHome(homeA);
+  cli(homeB, ['node', 'peer', 'add', a.config.publicKey]);
+  cli(homeA, ['pool', 'import', '--dir', srcPath, 'src']);
+  cli(homeB, ['pool', 'import', '--dir', dstPath, 'dst']);
+  cli(homeB, ['rollback', '-r', 'dst/d@p0']);
+  const [nodeA, nodeB] = await Promise.all([startNode(homeA), startNode(homeB)]);
+  try {
+    const client = await MirrorpoolClient.connect(nodeA.url, createToken(a.clusterSecret, 'admin', { ttlMs: 600_000, now: Date.now() }));
+    let err = '';
+    const io = { stdout: () => undefined, stderr: (c: Uint8Array) => void (err += Buffer.from(c).toString()) };
+    if ((await client.run(['pool', 'list'], io)) !== 0) throw new Error(`bench: pool list on the node failed: ${err}`);
+    const start = performance.now();
+    const status = await client.run(['send', '-i', '@p0', 'src/d@p1', '--to', `${nodeB.url}:dst/d`], io);
+    const ms = performance.now() - start;
+    await client.close();
+    if (status !== 0) throw new Error(`bench: send --to failed: ${err}`);
+    return ms;
+  } finally {
+    await Promise.all([nodeA.stop(), nodeB.stop()]);
+  }
+}
+
 export async function run(): Promise<Figure[]> {
   if (spawnSync('rsync', ['--version']).status !== 0) throw new Error('bench: rsync is not installed (Debian: apt-get install rsync)');
   const dir = await mkdtemp(join(tmpdir(), 'mirrorpool-bench-stream-'));
@@ -161,7 +210,8 @@ export async function run(): Promise<Figure[]> {
     // dst/d moves to p0 first; p0 -> p1 is exactly the 1 % change.
     await pipeline(home, ['-i', '@base', 'src/d@p0'], ['dst/d']);
     const replMs = await pipeline(home, ['-i', '@p0', 'src/d@p1'], ['dst/d']);
-    log(`1% change: send -i | recv ${replMs.toFixed(0)} ms, rsync -a ${rsyncMs.toFixed(0)} ms`);
+    const nodeMs = await replicateBetweenNodes(dir, srcPath, join(dir, 'dst.img'));
+    log(`1% change: send -i | recv ${replMs.toFixed(0)} ms, node to node ${nodeMs.toFixed(0)} ms, rsync -a ${rsyncMs.toFixed(0)} ms`);
     const check = await readFile(join(mirror, 'k0'));
     if (check.length !== KEY_BYTES) throw new Error('bench: rsync left a short file');
     return [
@@ -177,6 +227,10 @@ export async function run(): Promise<Figure[]> {
       }),
       figure({
         suite: SUITE, name: 'replicate a 1% change: send -i | recv', value: replMs, unit: 'ms',
+        versus: { label: 'rsync -a of the file tree', value: rsyncMs }, target: { op: '<=', ratio: 0.2 },
+      }),
+      figure({
+        suite: SUITE, name: 'replicate a 1% change: send --to between two nodes', value: nodeMs, unit: 'ms',
         versus: { label: 'rsync -a of the file tree', value: rsyncMs }, target: { op: '<=', ratio: 0.2 },
       }),
     ];

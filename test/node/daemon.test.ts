@@ -4,7 +4,7 @@
 // tokens and scopes; /healthz, /status and /metrics (checked by promtool); graceful shutdown.
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -192,6 +192,32 @@ describe('two nodes', () => {
     ws.send(Buffer.from('definitely not msgpack'));
     await closed;
     expect((await remote(a, ['pool', 'list'])).code).toBe(0);
+  });
+
+  it('keeps its memory bounded under a flood of requests and oversized frames', async () => {
+    const rss = async (): Promise<number> => Number(/VmRSS:\s+(\d+) kB/.exec(await readFile(`/proc/${a.daemon.child.pid}/status`, 'utf8'))?.[1]) * 1024;
+    const before = await rss();
+    const client = await MirrorpoolClient.connect(a.url, admin);
+    const settled = await Promise.allSettled(Array.from({ length: 3000 }, () => client.nodeStatus()));
+    const refused = settled.filter((r) => r.status === 'rejected');
+    expect(refused.length).toBeGreaterThan(0);
+    for (const r of refused) expect(r.reason).toMatchObject({ code: 'EBUSY' });
+    await client.close();
+    const junk = Buffer.alloc(5 * 1024 * 1024, 0xc1);
+    for (let i = 0; i < 80; i++) {
+      const ws = new WebSocket(`${a.url}/rpc`);
+      await new Promise((resolve, reject) => {
+        ws.once('open', resolve);
+        ws.once('error', reject);
+      });
+      const closed = new Promise((resolve) => ws.once('close', resolve));
+      ws.send(junk);
+      await closed;
+    }
+    const grown = (await rss()) - before;
+    expect(grown).toBeLessThan(160 * 1024 * 1024);
+    expect((await remote(a, ['pool', 'list'])).code).toBe(0);
+    expect(await metricValue(a.url, admin, 'mirrorpool_transport_frame_errors_total', 'reason="oversized"')).toBeGreaterThanOrEqual(80);
   });
 
   it('serves /healthz, and /status and /metrics only with a token', async () => {
