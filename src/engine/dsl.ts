@@ -132,6 +132,12 @@ export class Dsl {
     return sum;
   }
 
+  /** Whether any dataset holds changes that no synced txg covers yet. */
+  hasUnsynced(): boolean {
+    for (const node of this.c.heads.values()) if (node.os?.hasUnsynced() === true) return true;
+    return false;
+  }
+
   /** Waits for reads in flight on every open object set (before the disks close). */
   async quiesce(): Promise<void> {
     const sets: ObjectSet[] = [];

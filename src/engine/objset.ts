@@ -134,6 +134,11 @@ export class ObjectSet {
     return this.layers.some((l) => l.txg === t);
   }
 
+  /** Whether any txg not yet synced changed anything here. */
+  hasUnsynced(): boolean {
+    return this.layers.length > 0;
+  }
+
   /** Whether `obj` has changes not yet synced. */
   isDirty(obj: ObjectId): boolean {
     return this.layers.some((l) => l.objects.has(obj));

@@ -76,6 +76,23 @@ describe('pool and DMU', () => {
     await pool.export();
   });
 
+  it('reports unsynced changes until the txg holding them is on disk', async () => {
+    const m = simMachine(2);
+    const pool = await createSimPool(m);
+    await pool.sync();
+    expect(pool.hasUnsyncedChanges()).toBe(false);
+    await inTx(pool, async (tx) => {
+      const obj = await dmu.createObject(pool.root, tx, { type: ObjectType.plain, blockBytes: 131072, checksumKind: 1 });
+      await dmu.write(pool.root, tx, obj, 0, pattern(3, 5000));
+    });
+    expect(pool.hasUnsyncedChanges()).toBe(true);
+    const syncing = pool.sync();
+    expect(pool.hasUnsyncedChanges()).toBe(true);
+    await syncing;
+    expect(pool.hasUnsyncedChanges()).toBe(false);
+    await pool.export();
+  });
+
   it('finds data and holes with offsetNext', async () => {
     const m = simMachine(2);
     const pool = await createSimPool(m);

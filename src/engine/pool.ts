@@ -477,6 +477,15 @@ export class Pool {
     return this.txgs.sync().then(() => done);
   }
 
+  /**
+   * Whether a sync would make anything durable that is not yet: a dataset changed in a txg not
+   * yet synced, a sync task waiting, or a txg on its way to disk (its datasets are written
+   * before its uberblock). False means every change made so far is on disk.
+   */
+  hasUnsyncedChanges(): boolean {
+    return this.tasks.length > 0 || this.dsl.hasUnsynced() || this.txgs.lastSyncedTxg + 1 < this.txgs.openTxg;
+  }
+
   /** Syncs everything written so far; resolves with the txg now durable. */
   sync(): Promise<Txg> {
     this.checkOpen();

@@ -186,7 +186,8 @@ export class ResidentPools {
     const { pool, entry, leaves } = await this.opened(name, slot);
     try {
       const value = await fn(pool, entry, leaves);
-      await pool.sync();
+      // Durable before the answer, as the per-command export was; a read-only command costs no txg.
+      if (pool.hasUnsyncedChanges()) await pool.sync();
       return { ok: true, value };
     } catch (error) {
       // As the per-command export did: what the command changed before it failed is made durable.
