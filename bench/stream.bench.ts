@@ -121,7 +121,7 @@ async function replicateBetweenNodes(dir: string, srcPath: string, dstPath: stri
   cli(homeA, ['node', 'init', '--listen', '127.0.0.1:0']);
   cli(homeB, ['node', 'init', '--listen', '127.0.0.1:0', '--cluster-secret-file', join(homeA, 'cluster.secret')]);
   const a = await loadNodeHome(homeA);
-  cli(homeB, ['node', 'peer', 'add', a.config.publicKey]);
+  cli(homeB, ['node', 'peer', 'add', '--', a.config.publicKey]);
   cli(homeA, ['pool', 'import', '--dir', srcPath, 'src']);
   cli(homeB, ['pool', 'import', '--dir', dstPath, 'dst']);
   cli(homeB, ['rollback', '-r', 'dst/d@p0']);

@@ -32,7 +32,7 @@ async function makeHome(home: string, secretFile?: string): Promise<void> {
 
 async function trust(home: string, other: string): Promise<void> {
   const { config } = await loadNodeHome(other);
-  expect((await cli(['--home', home, 'node', 'peer', 'add', config.publicKey])).code).toBe(0);
+  expect((await cli(['--home', home, 'node', 'peer', 'add', '--', config.publicKey])).code).toBe(0);
 }
 
 async function metricValue(url: string, token: string, name: string, labels = ''): Promise<number> {

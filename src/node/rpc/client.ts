@@ -8,7 +8,7 @@
 
 import { WebSocket } from 'ws';
 import { MirrorpoolError, limits as LIMITS, mpError } from '../../lib/index.js';
-import { type RpcLimits, Wire, type WireOwner, resolveLimits } from './connection.js';
+import { Deadlines, type RpcLimits, Wire, type WireOwner, resolveLimits } from './connection.js';
 import { type FrameErrorReason, NO_EVENTS, type TransportEvents } from './events.js';
 import { type Frame, ID_MAX } from './frames.js';
 import { type AuthFrame, type ClientCredentials, type HelloFrame, authError, checkHello, checkWelcome, makeAuth } from './handshake.js';
@@ -56,8 +56,12 @@ interface ClientCall {
   readonly resolve: (value: unknown) => void;
   readonly reject: (error: unknown) => void;
   readonly output: InStream;
+  /** Whether the caller passed an output callback (else output is dropped as it comes). */
+  readonly reading: boolean;
   readonly input: OutStream | undefined;
-  timer: NodeJS.Timeout | undefined;
+  readonly deadlineMs: number;
+  /** performance.now() at which the client gives up waiting: the deadline plus the grace. */
+  readonly expiresAt: number;
   unlisten: () => void;
   result: { readonly value: unknown } | undefined;
   settled: boolean;
@@ -75,6 +79,7 @@ class ClientConnection implements WireOwner {
   private closeError: MirrorpoolError | undefined;
   private readonly calls = new Map<number, ClientCall>();
   private lastId = 0;
+  private readonly deadlines = new Deadlines((now) => this.expire(now));
   private readonly timer: NodeJS.Timeout;
   private settleReady!: { resolve: (c: RpcClient) => void; reject: (e: unknown) => void };
 
@@ -123,6 +128,7 @@ class ClientConnection implements WireOwner {
 
   closed(error: MirrorpoolError): void {
     clearTimeout(this.timer);
+    this.deadlines.stop();
     const wasOpen = this.state !== 'connecting';
     const handshaking = this.state !== 'open';
     this.state = 'closed';
@@ -193,44 +199,62 @@ class ClientConnection implements WireOwner {
     if (options.signal?.aborted === true) return Promise.reject(canceled(method));
     if (this.lastId >= ID_MAX) return Promise.reject(mpError('EBUSY', 'this connection used up its request ids; reconnect', { method }));
     const id = this.lastId + 1;
+    const window = this.limits.streamWindowBytes;
     try {
-      this.wire.send({ kind: 'req', id, method, params, deadlineMs, hasInput: options.input !== undefined });
+      // The whole output window goes with the request: no CREDIT frame follows it.
+      this.wire.send({ kind: 'req', id, method, params, deadlineMs, hasInput: options.input !== undefined, outputCredit: window });
     } catch (e) {
       if (e instanceof MirrorpoolError) return Promise.reject(e);
       throw e;
     }
     this.lastId = id;
     return new Promise((resolve, reject) => {
+      const startedMs = performance.now();
+      const reading = options.output !== undefined;
       const call: ClientCall = {
-        id, method, startedMs: performance.now(), resolve, reject, result: undefined, settled: false, unlisten: noop,
-        output: new InStream(this.wire, id, this.limits.streamWindowBytes),
+        id, method, startedMs, resolve, reject, result: undefined, settled: false, unlisten: noop,
+        output: new InStream(this.wire, id, window, !reading), reading,
         input: options.input !== undefined ? new OutStream(this.wire, id) : undefined,
-        timer: undefined,
+        deadlineMs, expiresAt: startedMs + deadlineMs + DEADLINE_GRACE_MS,
       };
-      this.start(call, deadlineMs, options);
+      this.start(call, options);
     });
   }
 
-  private start(call: ClientCall, deadlineMs: number, options: CallOptions): void {
-    const { method } = call;
+  private start(call: ClientCall, options: CallOptions): void {
     this.calls.set(call.id, call);
-    call.output.open();
-    call.timer = setTimeout(() => {
-      this.abandon(call, mpError('ETIMEDOUT', `${method} did not answer within ${deadlineMs} ms`, { method, deadlineMs }));
-    }, deadlineMs + DEADLINE_GRACE_MS);
+    call.output.open(true);
+    this.deadlines.add(call.expiresAt);
     const signal = options.signal;
     if (signal !== undefined) {
-      const onAbort = (): void => this.abandon(call, canceled(method));
+      const onAbort = (): void => this.abandon(call, canceled(call.method));
       signal.addEventListener('abort', onAbort, { once: true });
       call.unlisten = () => signal.removeEventListener('abort', onAbort);
     }
-    this.pumpOutput(call, options.output ?? noop);
+    if (options.output !== undefined) this.pumpOutput(call, options.output);
     if (options.input !== undefined) this.pumpInput(call, options.input);
+  }
+
+  /** Abandons the calls whose deadline (plus grace) passed; the earliest deadline left. */
+  private expire(now: number): number {
+    let next = Infinity;
+    for (const call of [...this.calls.values()]) {
+      if (call.expiresAt <= now) {
+        const { method, deadlineMs } = call;
+        this.abandon(call, mpError('ETIMEDOUT', `${method} did not answer within ${deadlineMs} ms`, { method, deadlineMs }));
+      } else if (call.expiresAt < next) {
+        next = call.expiresAt;
+      }
+    }
+    return next;
   }
 
   private pumpOutput(call: ClientCall, sink: (chunk: Uint8Array) => Promise<void> | void): void {
     const run = async (): Promise<void> => {
-      for await (const chunk of call.output) await sink(chunk);
+      for await (const chunk of call.output) {
+        const pending = sink(chunk);
+        if (pending !== undefined) await pending;
+      }
     };
     run().then(() => {
       if (call.result !== undefined) this.finish(call, undefined, call.result.value);
@@ -259,10 +283,9 @@ class ClientConnection implements WireOwner {
   private finish(call: ClientCall, error: unknown, value?: unknown): void {
     if (call.settled) return;
     call.settled = true;
-    clearTimeout(call.timer);
     call.unlisten();
     this.calls.delete(call.id);
-    const ended = mpError('ECANCELED', `call ${call.method} ended`, { method: call.method });
+    const ended = (): MirrorpoolError => mpError('ECANCELED', `call ${call.method} ended`, { method: call.method });
     call.output.fail(ended);
     call.input?.end(ended);
     const code = error === undefined ? 'OK' : error instanceof MirrorpoolError ? error.code : 'EIO';
@@ -282,6 +305,8 @@ class ClientConnection implements WireOwner {
     if (call === undefined || call.result !== undefined) return;
     call.result = { value };
     call.output.end();
+    // Without a reader the output is already dropped: nothing to wait for.
+    if (!call.reading) this.finish(call, undefined, value);
   }
 
   private onError(id: number, error: MirrorpoolError): void {

@@ -116,6 +116,28 @@ describe('rpc requests', () => {
     expect(server!.events.codes('slow')).toEqual(['ETIMEDOUT']);
   });
 
+  it('times out each of several concurrent calls at its own deadline', async () => {
+    const slow: MethodSpec = {
+      scope: 'ro',
+      handler: (_p, ctx) => new Promise((resolve) => ctx.signal.addEventListener('abort', () => resolve(null))),
+    };
+    const c = await setup({ slow, echo });
+    const started = performance.now();
+    const settledAt = (p: Promise<unknown>): Promise<[string, number]> => rejection(p).then((e) => [e.code, performance.now() - started]);
+    // The longest first, so the earlier deadlines have to move the connection's timer forward.
+    const calls = [settledAt(c.call('slow', 3, { deadlineMs: 600 })), settledAt(c.call('slow', 2, { deadlineMs: 300 })),
+      settledAt(c.call('slow', 1, { deadlineMs: 100 }))];
+    expect(await c.call('echo', 'meanwhile')).toBe('meanwhile');
+    const [third, second, first] = await Promise.all(calls);
+    for (const [code] of [first!, second!, third!]) expect(code).toBe('ETIMEDOUT');
+    expect(first![1]).toBeGreaterThanOrEqual(99);
+    expect(second![1]).toBeGreaterThanOrEqual(299);
+    expect(third![1]).toBeGreaterThanOrEqual(599);
+    expect(first![1]).toBeLessThan(second![1]);
+    expect(second![1]).toBeLessThan(third![1]);
+    expect(server!.events.codes('slow')).toEqual(['ETIMEDOUT', 'ETIMEDOUT', 'ETIMEDOUT']);
+  });
+
   it('cancels on abort: ECANCELED for the caller and an aborted signal for the handler', async () => {
     const started = deferred();
     const reason = deferred<unknown>();

@@ -4,7 +4,8 @@
 // not yet flushed), receiving (strict decode, errors routed to the owner), connection-level
 // failure (FAIL frame, then close) and the error that ends the connection. Invariants: after
 // fail() or close nothing more is delivered to the owner; `closed` resolves once, after
-// owner.closed() ran. Owned by ServerConnection (server.ts) and ClientConnection (client.ts).
+// owner.closed() ran. Owned by ServerConnection (server.ts) and ClientConnection (client.ts),
+// which also keep their calls' deadlines on one Deadlines timer per connection.
 
 import type { ServerOptions, WebSocket } from 'ws';
 import { type MirrorpoolError, assert, hasCode, limits as LIMITS, mpError } from '../../lib/index.js';
@@ -168,7 +169,7 @@ export class Wire {
     this.ws.send(buf.subarray(0, size), () => {
       this.unflushedBytes -= size;
       if (pooled && pool.length < POOL_BUFFERS_MAX) pool.push(buf);
-      if (this.writable) for (const wake of [...this.drainWaiters]) wake();
+      if (this.drainWaiters.size > 0 && this.writable) for (const wake of [...this.drainWaiters]) wake();
     });
   }
 
@@ -241,6 +242,49 @@ export class Wire {
     this.owner.closed(error);
     this.resolveClosed();
   }
+}
+
+/**
+ * The deadlines of one connection's calls on a single timer, armed for the earliest of them: a
+ * timer per call costs more than the calls themselves. The owner keeps each call's deadline
+ * (performance.now() milliseconds); `expire` ends the calls whose deadline is at or before `nowMs`
+ * and returns the earliest deadline left (Infinity for none). A deadline never fires early. The
+ * timer is unref'd: an open connection keeps the process alive by itself.
+ */
+export class Deadlines {
+  private timer: NodeJS.Timeout | undefined;
+  private armedAt = Infinity;
+  private stopped = false;
+
+  constructor(private readonly expire: (nowMs: number) => number) {}
+
+  /** A call ends at `atMs` unless it settles first. */
+  add(atMs: number): void {
+    if (atMs < this.armedAt && !this.stopped) this.arm(atMs);
+  }
+
+  /** The connection is gone: no more expiries. */
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.armedAt = -Infinity;
+  }
+
+  private arm(atMs: number): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.armedAt = atMs;
+    const delay = Math.min(TIMER_MS_MAX, Math.max(1, Math.ceil(atMs - performance.now())));
+    this.timer = setTimeout(this.fire, delay);
+    this.timer.unref();
+  }
+
+  private readonly fire = (): void => {
+    this.timer = undefined;
+    this.armedAt = Infinity;
+    const next = this.expire(performance.now());
+    if (next < this.armedAt && !this.stopped) this.arm(next);
+  };
 }
 
 function oversized(frameBytesMax: number): MirrorpoolError {

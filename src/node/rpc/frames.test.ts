@@ -16,8 +16,9 @@ const SAMPLES: ControlFrame[] = [
   { kind: 'welcome', principalKind: 'node', principalId: 'n0123456789abcdef', scope: 'admin', signature: sig, mac },
   { kind: 'welcome', principalKind: 'token', principalId: 't0123456789abcdef', scope: 'ro', signature: sig, mac: null },
   { kind: 'fail', error: { code: 'EAUTH', message: 'no', details: { reason: 'scope' } } },
-  { kind: 'req', id: 1, method: 'pool.status', params: { name: 'tank', deep: [1, [2, { x: null }]], big: 2n ** 60n }, deadlineMs: 60_000, hasInput: false },
-  { kind: 'req', id: 0xffff_ffff, method: 'm', params: undefined, deadlineMs: 1, hasInput: true },
+  { kind: 'req', id: 1, method: 'pool.status', params: { name: 'tank', deep: [1, [2, { x: null }]], big: 2n ** 60n }, deadlineMs: 60_000, hasInput: false, outputCredit: 8 << 20 },
+  { kind: 'req', id: 0xffff_ffff, method: 'm', params: undefined, deadlineMs: 1, hasInput: true, outputCredit: 0 },
+  { kind: 'req', id: 3, method: 'm', params: null, deadlineMs: 1, hasInput: false, outputCredit: 0xffff_ffff },
   { kind: 'result', id: 7, result: { bytes: Buffer.from([1, 2, 3]), n: 1.5, s: 'é', t: true, big: 2 ** 40 } },
   { kind: 'error', id: 8, error: { code: 'ENOENT', message: 'no pool tank', details: { pool: 'tank' } } },
   { kind: 'cancel', id: 9 },
@@ -67,7 +68,9 @@ describe('frames', () => {
   it('keeps its golden bytes', () => {
     expect(encodeFrame({ kind: 'cancel', id: 7 }).toString('hex')).toBe('921307');
     expect(encodeFrame({ kind: 'credit', id: 1, bytes: 65536 }).toString('hex')).toBe('931501ce00010000');
-    expect(encodeFrame({ kind: 'req', id: 2, method: 'a', params: null, deadlineMs: 100, hasInput: false }).toString('hex')).toBe('961002a161c064c2');
+    expect(encodeFrame({ kind: 'req', id: 2, method: 'a', params: null, deadlineMs: 100, hasInput: false }).toString('hex')).toBe('971002a161c064c200');
+    expect(encodeFrame({ kind: 'req', id: 2, method: 'a', params: null, deadlineMs: 100, hasInput: false, outputCredit: 65536 }).toString('hex'))
+      .toBe('971002a161c064c2ce00010000');
     expect(decodeFrame(Buffer.from('931102c0', 'hex'))).toEqual({ kind: 'result', id: 2, result: null });
   });
 
@@ -121,10 +124,30 @@ describe('frames', () => {
     }
   });
 
+  it('carries the initial output credit in REQ and checks it strictly', () => {
+    const req = (outputCredit: unknown): Buffer => encodeFrame({ kind: 'result', id: 1, result: [16, 1, 'm', null, 100, false, outputCredit] }).subarray(3);
+    expect(decodeFrame(req(0))).toMatchObject({ kind: 'req', outputCredit: 0 });
+    expect(decodeFrame(req(8 << 20))).toMatchObject({ kind: 'req', outputCredit: 8 << 20 });
+    expect(decodeFrame(req(0xffff_ffff))).toMatchObject({ kind: 'req', outputCredit: 0xffff_ffff });
+    for (const bad of [-1, 1.5, 2 ** 32, '1', null, true]) expect(eprotoReason(req(bad))).toBe('bad-shape');
+    // The old six-field REQ (no credit) and extra fields are refused.
+    const six = encodeFrame({ kind: 'result', id: 1, result: [16, 1, 'm', null, 100, false] }).subarray(3);
+    const eight = encodeFrame({ kind: 'result', id: 1, result: [16, 1, 'm', null, 100, false, 0, 0] }).subarray(3);
+    expect(eprotoReason(six)).toBe('bad-shape');
+    expect(eprotoReason(eight)).toBe('bad-shape');
+    // Every other REQ field is still checked with the credit present.
+    for (const value of [[16, 0, 'm', null, 100, false, 0], [16, 1, 'm'.repeat(129), null, 100, false, 0], [16, 1, 5, null, 100, false, 0],
+      [16, 1, 'm', null, 0, false, 0], [16, 1, 'm', null, 100, 1, 0], [16, 1, 'm', new Date(0), 100, false, 0]]) {
+      const bytes = value[3] instanceof Date ? Buffer.from([0x97, 0x10, 0x01, 0xa1, 0x6d, 0xd6, 0xff, 0, 0, 0, 0, 0x64, 0xc2, 0x00])
+        : encodeFrame({ kind: 'result', id: 1, result: value }).subarray(3);
+      expect(eprotoReason(bytes)).toBe('bad-shape');
+    }
+  });
+
   it('turns a __proto__ key into an ordinary one', () => {
     // map {"__proto__": {"polluted": true}} as REQ params
     const params = Buffer.concat([Buffer.from([0x81, 0xa9]), Buffer.from('__proto__'), Buffer.from([0x81, 0xa8]), Buffer.from('polluted'), Buffer.from([0xc3])]);
-    const bytes = Buffer.concat([Buffer.from([0x96, 0x10, 0x01, 0xa1, 0x6d]), params, Buffer.from([0x64, 0xc2])]);
+    const bytes = Buffer.concat([Buffer.from([0x97, 0x10, 0x01, 0xa1, 0x6d]), params, Buffer.from([0x64, 0xc2, 0x00])]);
     const frame = decodeFrame(bytes) as Extract<Frame, { kind: 'req' }>;
     expect(Object.getPrototypeOf(frame.params)).toBe(Object.prototype);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();

@@ -15,7 +15,7 @@
 //     3  AUTH_NODE  [3, nodeId, publicKey, nonce(bin 32), sig(bin 64), mac(bin 32), frameBytesMax]
 //     4  WELCOME    [4, principalKind, principalId, scope, sig(bin 64), mac(bin 32)|nil] s→c
 //     5  FAIL       [5, code, message, details]      connection-level error; the sender closes
-//     16 REQ        [16, id, method, params, deadlineMs, hasInput]                     c→s
+//     16 REQ        [16, id, method, params, deadlineMs, hasInput, outputCredit]       c→s
 //     17 RESULT     [17, id, result]                                                   s→c
 //     18 ERROR      [18, id, code, message, details]                                   s→c
 //     19 CANCEL     [19, id]                                                           c→s
@@ -25,14 +25,17 @@
 // A connection starts with HELLO, AUTH_TOKEN or AUTH_NODE, then WELCOME or FAIL (handshake.ts);
 // any other frame before WELCOME fails the handshake. FAIL may end a connection at any point.
 // Ids are integers 1..2^32-1, strictly increasing per connection (the client picks them). A
-// stream sender starts with zero credit: the client grants output credit (its window) right after
-// REQ, the server grants input credit when it accepts a call with hasInput, and each side grants
-// more as its consumer takes bytes. A DATA frame uses its payload length plus 1024 bytes of credit
-// (so a window also bounds the number of queued frames); DATA beyond the credit, for an id never
-// sent, or after END is a protocol error. DATA, CREDIT and answers for a call that already ended
-// on this side are dropped (they may have crossed a CANCEL or a RESULT). frameBytesMax in
-// HELLO/AUTH is the largest message that side accepts; senders keep every message within the
-// peer's bound and split stream writes into DATA frames of at most limits.rpcDataChunkBytes.
+// stream sender starts with only the credit granted to it: outputCredit in REQ (an integer
+// 0..2^32-1, the client's whole window; 0 grants nothing yet) is the server's initial output
+// credit, as if a CREDIT frame had followed the REQ, so a plain call costs one message each way.
+// The server grants input credit in a CREDIT frame when it accepts a call with hasInput, and
+// each side grants more as its consumer takes bytes. A DATA frame uses its payload length plus
+// 1024 bytes of credit (so a window also bounds the number of queued frames); DATA beyond the
+// credit, for an id never sent, or after END is a protocol error. DATA, CREDIT and answers for a
+// call that already ended on this side are dropped (they may have crossed a CANCEL or a RESULT).
+// frameBytesMax in HELLO/AUTH is the largest message that side accepts; senders keep every
+// message within the peer's bound and split stream writes into DATA frames of at most
+// limits.rpcDataChunkBytes.
 // Params, results and error details are plain data only (nil, booleans, numbers, bigints,
 // strings, bin, arrays, string-keyed maps; nesting ≤ limits.rpcValueDepthMax). Anything else —
 // not msgpack, trailing bytes, an unknown kind, a wrong field type or length — is EPROTO with
@@ -77,7 +80,11 @@ export type Frame =
     readonly signature: Uint8Array; readonly mac: Uint8Array | null;
   }
   | { readonly kind: 'fail'; readonly error: WireError }
-  | { readonly kind: 'req'; readonly id: number; readonly method: string; readonly params: unknown; readonly deadlineMs: number; readonly hasInput: boolean }
+  | {
+    readonly kind: 'req'; readonly id: number; readonly method: string; readonly params: unknown; readonly deadlineMs: number; readonly hasInput: boolean;
+    /** Output credit granted with the request; 0 when absent. */
+    readonly outputCredit?: number;
+  }
   | { readonly kind: 'result'; readonly id: number; readonly result: unknown }
   | { readonly kind: 'error'; readonly id: number; readonly error: WireError }
   | { readonly kind: 'cancel' | 'end'; readonly id: number }
@@ -126,7 +133,7 @@ function toArray(f: ControlFrame): unknown[] {
     case 'auth-node': return [Kind.AUTH_NODE, f.nodeId, f.publicKey, f.nonce, f.signature, f.mac, f.frameBytesMax];
     case 'welcome': return [Kind.WELCOME, f.principalKind, f.principalId, f.scope, f.signature, f.mac];
     case 'fail': return [Kind.FAIL, ...wireError(f.error)];
-    case 'req': return [Kind.REQ, f.id, f.method, f.params, f.deadlineMs, f.hasInput];
+    case 'req': return [Kind.REQ, f.id, f.method, f.params, f.deadlineMs, f.hasInput, f.outputCredit ?? 0];
     case 'result': return [Kind.RESULT, f.id, f.result];
     case 'error': return [Kind.ERROR, f.id, ...wireError(f.error)];
     case 'cancel': return [Kind.CANCEL, f.id];
@@ -248,10 +255,10 @@ function fromArray(a: unknown[]): Frame {
       length(4);
       return { kind: 'fail', error: errorFields(a, 1) };
     case Kind.REQ:
-      length(6);
+      length(7);
       return {
         kind: 'req', id: id(a[1]), method: str(a[2], limits.rpcMethodNameLengthMax, 'method'), params: plain(a[3], 'params'),
-        deadlineMs: int(a[4], 1, FRAME_BYTES_LIMIT, 'deadline'), hasInput: bool(a[5], 'hasInput'),
+        deadlineMs: int(a[4], 1, FRAME_BYTES_LIMIT, 'deadline'), hasInput: bool(a[5], 'hasInput'), outputCredit: int(a[6], 0, ID_MAX, 'output credit'),
       };
     case Kind.RESULT:
       length(3);

@@ -4,7 +4,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { type RpcClient, connect } from './client.js';
 import type { MethodSpec } from './connection.js';
-import { type ControlFrame, decodeFrame, encodeData, encodeFrame } from './frames.js';
+import { DATA_FRAME_COST_BYTES, RPC_LIMITS } from './connection.js';
+import { type ControlFrame, type Frame, decodeFrame, encodeData, encodeFrame } from './frames.js';
 import { acceptClient, makeHello } from './handshake.js';
 import { RawPeer, type TestServer, deferred, rejection, startServer, testCluster } from './rpc-test-support.js';
 
@@ -22,10 +23,47 @@ afterEach(async () => {
 const echo: MethodSpec = { scope: 'ro', handler: async (p) => p };
 const gate = deferred();
 const wait: MethodSpec = { scope: 'ro', handler: async (_p, ctx) => { for await (const _ of ctx.input) await gate.promise; return null; } };
+/** Writes `chunks` chunks of 4 KiB. */
+const produce: MethodSpec = {
+  scope: 'ro',
+  handler: async (p, ctx) => {
+    for (let i = 0; i < (p as number); i++) await ctx.write(Buffer.alloc(4096, i));
+    return p;
+  },
+};
 
 async function setup(): Promise<void> {
-  server = await startServer({ auth: cluster.auth, methods: { echo, wait }, limits: { frameBytesMax: FRAME_MAX, streamWindowBytes: 32 * 1024 } });
+  server = await startServer({ auth: cluster.auth, methods: { echo, wait, produce }, limits: { frameBytesMax: FRAME_MAX, streamWindowBytes: 32 * 1024 } });
 }
+
+/**
+ * A server that completes the handshake, then only records the frames a client sends after it
+ * (and answers nothing unless `answer` does).
+ */
+async function recordingServer(answer: (frame: Frame, send: (f: ControlFrame) => void) => void = () => undefined): Promise<{ url: string; frames: Frame[] }> {
+  const frames: Frame[] = [];
+  const wss = new WebSocketServer({ noServer: true });
+  const http1 = http.createServer();
+  http1.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, (ws) => {
+    const hello = makeHello(cluster.server, 1 << 20);
+    ws.send(encodeFrame(hello));
+    ws.on('message', (data: Buffer) => {
+      const frame = decodeFrame(data);
+      const verdict = frame.kind === 'auth-token' ? acceptClient(cluster.auth, hello, frame) : undefined;
+      if (verdict?.ok === true) return ws.send(encodeFrame(verdict.welcome));
+      frames.push(frame);
+      answer(frame, (f) => ws.send(encodeFrame(f)));
+    });
+  }));
+  await new Promise<void>((resolve) => http1.listen(0, '127.0.0.1', resolve));
+  cleanup.push(() => new Promise<void>((resolve) => http1.close(() => resolve())));
+  cleanup.push(() => new Promise<void>((resolve) => wss.close(() => resolve())));
+  cleanup.push(() => wss.clients.forEach((ws) => ws.terminate()));
+  return { url: `ws://127.0.0.1:${(http1.address() as AddressInfo).port}`, frames };
+}
+
+/** Lets frames in flight on 127.0.0.1 arrive. */
+const settle = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 50));
 
 async function loggedIn(): Promise<RawPeer> {
   const peer = await RawPeer.open(server!.url);
@@ -46,6 +84,67 @@ async function expectOthersStillServed(): Promise<void> {
   expect(await c.call('echo', 'still here')).toBe('still here');
   await c.close();
 }
+
+describe('rpc output credit in REQ', () => {
+  const unit = 4096 + DATA_FRAME_COST_BYTES;
+
+  it('lets the server stream right away within the REQ outputCredit, and no further', async () => {
+    await setup();
+    const peer = await loggedIn();
+    peer.send({ kind: 'req', id: 1, method: 'produce', params: 10, deadlineMs: 5000, hasInput: false, outputCredit: 3 * unit });
+    await settle();
+    expect(peer.frames.filter((f) => f.kind === 'data')).toHaveLength(3);
+    expect(peer.frames.some((f) => f.kind === 'result')).toBe(false);
+    peer.send({ kind: 'credit', id: 1, bytes: 7 * unit });
+    expect(await peer.next('result')).toMatchObject({ id: 1, result: 10 });
+    const data = peer.frames.filter((f) => f.kind === 'data');
+    expect(data.map((f) => f.payload[0])).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+
+  it('sends no output before a CREDIT when the REQ granted none', async () => {
+    await setup();
+    const peer = await loggedIn();
+    peer.send({ kind: 'req', id: 1, method: 'produce', params: 2, deadlineMs: 5000, hasInput: false, outputCredit: 0 });
+    await settle();
+    expect(peer.frames.filter((f) => f.kind === 'data' || f.kind === 'result')).toEqual([]);
+    peer.send({ kind: 'credit', id: 1, bytes: 2 * unit });
+    expect(await peer.next('result')).toMatchObject({ id: 1, result: 2 });
+    expect(peer.frames.filter((f) => f.kind === 'data')).toHaveLength(2);
+  });
+
+  it('has the client grant its whole window in REQ and send no CREDIT after it', async () => {
+    const recorder = await recordingServer((frame, send) => {
+      if (frame.kind === 'req') send({ kind: 'result', id: frame.id, result: frame.params });
+    });
+    const c = await connect(recorder.url, { kind: 'token', token: cluster.token('ro') }, { limits: { streamWindowBytes: 256 * 1024 } });
+    cleanup.push(() => c.close());
+    expect(await c.call('echo', 1)).toBe(1);
+    expect(await c.call('echo', 2, { output: () => undefined })).toBe(2);
+    await settle();
+    expect(recorder.frames.map((f) => f.kind)).toEqual(['req', 'req']);
+    expect(recorder.frames.map((f) => (f as Extract<Frame, { kind: 'req' }>).outputCredit)).toEqual([256 * 1024, 256 * 1024]);
+  });
+});
+
+describe('rpc client deadlines', () => {
+  it('gives up on a server that never answers, each call at its own deadline plus the grace', async () => {
+    const recorder = await recordingServer();
+    const c = await connect(recorder.url, { kind: 'token', token: cluster.token('ro') });
+    cleanup.push(() => c.close());
+    const started = performance.now();
+    const long = rejection(c.call('m', null, { deadlineMs: RPC_LIMITS.deadlineMsDefault }));
+    const short = await rejection(c.call('m', null, { deadlineMs: 100 }));
+    const ms = performance.now() - started;
+    expect(short).toMatchObject({ code: 'ETIMEDOUT', details: { method: 'm', deadlineMs: 100 } });
+    expect(ms).toBeGreaterThanOrEqual(100 + 500 - 1);
+    expect(ms).toBeLessThan(5000);
+    await settle();
+    expect(recorder.frames.map((f) => f.kind)).toEqual(['req', 'req', 'cancel']);
+    expect(recorder.frames[2]).toMatchObject({ id: 2 });
+    await c.close();
+    expect((await long).code).toBe('ECANCELED');
+  });
+});
 
 describe('rpc protocol errors', () => {
   const garbage: [string, () => Uint8Array | string, string][] = [

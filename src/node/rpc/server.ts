@@ -8,7 +8,7 @@
 
 import type { WebSocket } from 'ws';
 import { MirrorpoolError, hasCode, mpError } from '../../lib/index.js';
-import { type CallContext, type Handler, type MethodSpec, type RpcLimits, Wire, type WireOwner, resolveLimits } from './connection.js';
+import { type CallContext, Deadlines, type Handler, type MethodSpec, type RpcLimits, Wire, type WireOwner, resolveLimits } from './connection.js';
 import { type AuthFailureReason, type FrameErrorReason, NO_EVENTS, type TransportEvents } from './events.js';
 import type { Frame } from './frames.js';
 import { type Principal, type ServerAuth, acceptClient, authError, makeHello } from './handshake.js';
@@ -33,11 +33,25 @@ interface ServerCall {
   readonly id: number;
   readonly method: string;
   readonly startedMs: number;
-  readonly controller: AbortController;
+  readonly deadlineMs: number;
+  /** performance.now() of the deadline. */
+  readonly expiresAt: number;
+  /** Made when the handler first looks at ctx.signal. */
+  controller: AbortController | undefined;
+  /** Why the call was aborted, once it was. */
+  abortReason: MirrorpoolError | undefined;
   readonly input: InStream | undefined;
   readonly output: OutStream;
-  timer: NodeJS.Timeout | undefined;
   live: boolean;
+}
+
+/** The call's signal, made on first use (most handlers never look at it). */
+function signalOf(call: ServerCall): AbortSignal {
+  if (call.controller === undefined) {
+    call.controller = new AbortController();
+    if (call.abortReason !== undefined) call.controller.abort(call.abortReason);
+  }
+  return call.controller.signal;
 }
 
 type ReqFrame = Extract<Frame, { kind: 'req' }>;
@@ -52,6 +66,7 @@ class ServerConnection implements WireOwner {
   private readonly calls = new Map<number, ServerCall>();
   private lastId = 0;
   private inflight = 0;
+  private readonly deadlines = new Deadlines((now) => this.expire(now));
 
   constructor(ws: WebSocket, private readonly options: ServeOptions, private readonly limits: RpcLimits, private readonly events: TransportEvents) {
     this.wire = new Wire(ws, limits, events, this);
@@ -88,6 +103,7 @@ class ServerConnection implements WireOwner {
 
   closed(error: MirrorpoolError): void {
     clearTimeout(this.handshakeTimer);
+    this.deadlines.stop();
     const lost = error.code === 'ECANCELED' ? error : mpError('ECANCELED', 'connection closed', { reason: 'connection closed', cause: error.code });
     for (const call of [...this.calls.values()]) this.finish(call, lost);
     this.events.connectionClosed();
@@ -138,27 +154,43 @@ class ServerConnection implements WireOwner {
   }
 
   private start(f: ReqFrame, handler: Handler, principal: Principal): void {
-    const call: ServerCall = {
-      id: f.id, method: f.method, startedMs: performance.now(), controller: new AbortController(),
-      input: f.hasInput ? new InStream(this.wire, f.id, this.limits.streamWindowBytes) : undefined,
-      output: new OutStream(this.wire, f.id), timer: undefined, live: true,
-    };
+    const startedMs = performance.now();
     const deadlineMs = Math.min(f.deadlineMs, this.limits.deadlineMsMax);
-    call.timer = setTimeout(() => {
-      const error = mpError('ETIMEDOUT', `${f.method} did not finish within ${deadlineMs} ms`, { method: f.method, deadlineMs });
-      this.wire.send({ kind: 'error', id: call.id, error: error.toWire() });
-      this.finish(call, error);
-    }, deadlineMs);
+    const call: ServerCall = {
+      id: f.id, method: f.method, startedMs, deadlineMs, expiresAt: startedMs + deadlineMs, controller: undefined, abortReason: undefined,
+      input: f.hasInput ? new InStream(this.wire, f.id, this.limits.streamWindowBytes) : undefined,
+      output: new OutStream(this.wire, f.id, f.outputCredit ?? 0), live: true,
+    };
+    this.deadlines.add(call.expiresAt);
     this.calls.set(call.id, call);
     this.inflight++;
     call.input?.open();
     const ctx: CallContext = {
-      principal, method: f.method, signal: call.controller.signal, input: call.input ?? EMPTY_INPUT,
+      principal, method: f.method, input: call.input ?? EMPTY_INPUT,
+      get signal() {
+        return signalOf(call);
+      },
       write: (chunk) => call.output.write(chunk),
     };
-    Promise.resolve()
-      .then(() => handler(f.params, ctx))
-      .then((result) => this.settled(call, true, result), (e: unknown) => this.settled(call, false, e));
+    // The handler starts at once; one that throws instead of rejecting is treated alike.
+    const run = async (): Promise<unknown> => handler(f.params, ctx);
+    run().then((result) => this.settled(call, true, result), (e: unknown) => this.settled(call, false, e));
+  }
+
+  /** Answers ETIMEDOUT for the calls whose deadline passed; the earliest deadline left. */
+  private expire(now: number): number {
+    let next = Infinity;
+    for (const call of [...this.calls.values()]) {
+      if (call.expiresAt <= now) {
+        const { method, deadlineMs } = call;
+        const error = mpError('ETIMEDOUT', `${method} did not finish within ${deadlineMs} ms`, { method, deadlineMs });
+        this.wire.send({ kind: 'error', id: call.id, error: error.toWire() });
+        this.finish(call, error);
+      } else if (call.expiresAt < next) {
+        next = call.expiresAt;
+      }
+    }
+    return next;
   }
 
   private settled(call: ServerCall, ok: boolean, value: unknown): void {
@@ -196,13 +228,15 @@ class ServerConnection implements WireOwner {
   private finish(call: ServerCall, error: MirrorpoolError | undefined): void {
     if (!call.live) return;
     call.live = false;
-    clearTimeout(call.timer);
     this.calls.delete(call.id);
-    const ended = mpError('ECANCELED', `call ${call.method} ended`, { method: call.method, reason: error?.code ?? 'answered' });
+    const ended = (): MirrorpoolError => mpError('ECANCELED', `call ${call.method} ended`, { method: call.method, reason: error?.code ?? 'answered' });
     const aborted = error?.code === 'ETIMEDOUT' || error?.code === 'ECANCELED' ? error : undefined;
     call.output.end(ended);
     call.input?.fail(aborted ?? ended);
-    if (aborted !== undefined) call.controller.abort(aborted);
+    if (aborted !== undefined) {
+      call.abortReason = aborted;
+      call.controller?.abort(aborted);
+    }
     this.events.request(call.method, error?.code ?? 'OK', seconds(call.startedMs));
   }
 

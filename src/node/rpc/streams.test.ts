@@ -114,6 +114,60 @@ describe('rpc streams', () => {
     expect(await c.call('count', null, { input: toAsync([pattern(10, 0), pattern(20, 0)]) })).toBe(30);
   });
 
+  it('drops the output of a call without an output callback, however much the handler writes', async () => {
+    const flood: MethodSpec = {
+      scope: 'ro',
+      handler: async (_p, ctx) => {
+        for (let i = 0; i < 40; i++) await ctx.write(pattern(WINDOW / 4, i));
+        return 'flooded';
+      },
+    };
+    const c = await setup({ flood });
+    expect(await c.call('flood')).toBe('flooded');
+    expect(await c.call('flood', null, { deadlineMs: 10_000 })).toBe('flooded');
+    expect(server!.events.frameErrors).toEqual([]);
+  });
+
+  it('sends what a buffer held when written, even if the writer reuses it at once', async () => {
+    const reused = Buffer.alloc(40_000);
+    const sent: Buffer[] = [];
+    const rewrite: MethodSpec = {
+      scope: 'ro',
+      handler: async (_p, ctx) => {
+        for (let i = 0; i < 20; i++) {
+          reused.fill(i);
+          sent.push(Buffer.from(reused));
+          await ctx.write(reused);
+        }
+        return null;
+      },
+    };
+    let consumed = 0;
+    const sink: MethodSpec = {
+      scope: 'rw',
+      handler: async (_p, ctx) => {
+        const got: Buffer[] = [];
+        for await (const chunk of ctx.input) got.push(Buffer.from(chunk));
+        consumed = Buffer.concat(got).length;
+        return Buffer.concat(got).equals(Buffer.concat(sent));
+      },
+    };
+    const c = await setup({ rewrite, sink });
+    const received: Buffer[] = [];
+    await c.call('rewrite', null, { output: (chunk) => void received.push(Buffer.from(chunk)) });
+    expect(Buffer.concat(received).equals(Buffer.concat(sent))).toBe(true);
+    sent.length = 0;
+    async function* input(): AsyncGenerator<Uint8Array> {
+      for (let i = 0; i < 20; i++) {
+        reused.fill(100 + i);
+        sent.push(Buffer.from(reused));
+        yield reused;
+      }
+    }
+    expect(await c.call('sink', null, { input: input() })).toBe(true);
+    expect(consumed).toBe(20 * 40_000);
+  });
+
   it('fails the caller with the error of its own input or output callback', async () => {
     const c = await setup({
       sink: { scope: 'ro', handler: async (_p, ctx) => { for await (const _ of ctx.input) { /* drain */ } return 'done'; } },

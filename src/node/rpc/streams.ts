@@ -5,6 +5,8 @@
 // consumer iterates. Invariant: each DATA frame costs payload + DATA_FRAME_COST_BYTES of credit
 // on both sides, so unconsumed bytes (and queued frames) per stream stay within the window.
 // Server calls use InStream as ctx.input and OutStream behind ctx.write; client calls the reverse.
+// The error a stream ends with is made only when someone sees it (most calls never look), so it
+// may be given as a function that makes it.
 
 import { type MirrorpoolError, assert, mpError } from '../../lib/index.js';
 import { DATA_FRAME_COST_BYTES, type Wire } from './connection.js';
@@ -15,13 +17,26 @@ const COPY_BELOW_BYTES = 16 * 1024;
 
 const noop = (): void => undefined;
 
-export class OutStream {
-  private credit = 0;
-  private ended: MirrorpoolError | undefined;
-  private wake: (() => void) | undefined;
-  private tail: Promise<void> = Promise.resolve();
+/** An error, or the function that makes it when it is first needed. */
+export type LazyError = MirrorpoolError | (() => MirrorpoolError);
 
-  constructor(private readonly wire: Wire, readonly id: number) {}
+export class OutStream {
+  private credit: number;
+  private endedBy: LazyError | undefined;
+  private wake: (() => void) | undefined;
+  /** The last write still in progress, if any. */
+  private tail: Promise<void> | undefined;
+
+  /** `credit`: what the receiver granted with the request (REQ outputCredit). */
+  constructor(private readonly wire: Wire, readonly id: number, credit = 0) {
+    this.credit = credit;
+  }
+
+  private get ended(): MirrorpoolError | undefined {
+    const e = this.endedBy;
+    if (typeof e !== 'function') return e;
+    return (this.endedBy = e());
+  }
 
   /** The receiver granted `bytes` more. */
   grant(bytes: number): void {
@@ -30,15 +45,15 @@ export class OutStream {
   }
 
   /** No more writes: pending and later ones reject with `error`. */
-  end(error: MirrorpoolError): void {
-    this.ended ??= error;
+  end(error: LazyError): void {
+    this.endedBy ??= error;
     this.wake?.();
   }
 
   /** Sends `chunk` (copied before the promise resolves); writes go out in call order. */
   write(chunk: Uint8Array): Promise<void> {
     if (!(chunk instanceof Uint8Array)) return Promise.reject(mpError('EINVAL', 'stream chunks must be Uint8Array'));
-    const p = this.tail.then(() => this.send(chunk));
+    const p = this.tail === undefined ? this.send(chunk) : this.tail.then(() => this.send(chunk));
     // The tail only orders writes; each writer sees its own failure through `p`.
     this.tail = p.then(noop, noop);
     return p;
@@ -92,15 +107,28 @@ export class InStream implements AsyncIterableIterator<Uint8Array> {
   private held = 0;
   private ended = false;
   private abandoned = false;
-  private failure: MirrorpoolError | undefined;
+  private failureBy: LazyError | undefined;
   private waiter: Waiter | undefined;
 
-  constructor(private readonly wire: Wire, readonly id: number, private readonly window: number) {}
+  /**
+   * `discard`: nobody reads this stream (a call without an output callback); payloads are
+   * dropped as they arrive and credited back as if consumed at once.
+   */
+  constructor(private readonly wire: Wire, readonly id: number, private readonly window: number, private readonly discard = false) {}
 
-  /** Grants the whole window to the sender. */
-  open(): void {
+  /**
+   * Grants the whole window to the sender: in a CREDIT frame, or not when `announced` (the
+   * grant went out with the request as its outputCredit).
+   */
+  open(announced = false): void {
     this.allowed = this.window;
-    this.wire.send({ kind: 'credit', id: this.id, bytes: this.window });
+    if (!announced) this.wire.send({ kind: 'credit', id: this.id, bytes: this.window });
+  }
+
+  private get failure(): MirrorpoolError | undefined {
+    const e = this.failureBy;
+    if (typeof e !== 'function') return e;
+    return (this.failureBy = e());
   }
 
   push(payload: Uint8Array): PushResult {
@@ -108,7 +136,11 @@ export class InStream implements AsyncIterableIterator<Uint8Array> {
     const cost = payload.length + DATA_FRAME_COST_BYTES;
     if (cost > this.allowed) return 'window-exceeded';
     this.allowed -= cost;
-    if (this.abandoned || this.failure !== undefined) return 'ok';
+    if (this.abandoned || this.failureBy !== undefined) return 'ok';
+    if (this.discard) {
+      this.credit(cost);
+      return 'ok';
+    }
     const chunk = payload.length < COPY_BELOW_BYTES ? Uint8Array.prototype.slice.call(payload) : payload;
     const waiter = this.waiter;
     if (waiter !== undefined) {
@@ -130,14 +162,16 @@ export class InStream implements AsyncIterableIterator<Uint8Array> {
   }
 
   /** The call ended: the reader gets `error`, queued chunks are dropped. */
-  fail(error: MirrorpoolError): void {
-    if (this.failure !== undefined) return;
-    this.failure = error;
-    this.queue = [];
-    this.head = 0;
+  fail(error: LazyError): void {
+    if (this.failureBy !== undefined) return;
+    this.failureBy = error;
+    if (this.queue.length > 0) {
+      this.queue = [];
+      this.head = 0;
+    }
     const waiter = this.waiter;
     this.waiter = undefined;
-    waiter?.reject(error);
+    if (waiter !== undefined) waiter.reject(this.failure);
   }
 
   next(): Promise<IteratorResult<Uint8Array>> {
@@ -172,7 +206,7 @@ export class InStream implements AsyncIterableIterator<Uint8Array> {
   }
 
   private credit(cost: number): void {
-    if (cost === 0 || this.abandoned || this.failure !== undefined || this.ended) return;
+    if (cost === 0 || this.abandoned || this.failureBy !== undefined || this.ended) return;
     this.unreported += cost;
     if (this.unreported < Math.max(1, Math.floor(this.window / 4))) return;
     this.allowed += this.unreported;
