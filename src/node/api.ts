@@ -5,7 +5,7 @@
 // agree by construction.
 
 import { mpError } from '../lib/index.js';
-import { type Scope, isScope } from './rpc/index.js';
+import { type Scope, isScope } from './rpc/tokens.js';
 
 /** Longest command line `cli.run` accepts: arguments, and bytes per argument. */
 const ARGV_MAX = 256;

@@ -7,11 +7,11 @@
 import type { Command } from 'commander';
 import { mpError } from '../lib/index.js';
 import type { NodeStatus } from './api.js';
-import { MirrorpoolClient } from './client.js';
+import type { MirrorpoolClient } from './client.js';
 import { type CliIo, arg, home, json, usage } from './cli-common.js';
-import { NodeDaemon } from './daemon.js';
 import { type LogLevel, addPeer, daemonUrl, initNodeHome, loadNodeHome, parseListen, parseNodeUrl } from './node-config.js';
-import { SCOPES, type Scope, createToken, isScope, nodeIdOf } from './rpc/index.js';
+import { nodeIdOf } from './rpc/identity.js';
+import { SCOPES, type Scope, createToken, isScope } from './rpc/tokens.js';
 import { TOKEN_TTL_MS_MAX } from './api.js';
 
 /** A token made for one status call from a node's home lives this long. */
@@ -46,6 +46,8 @@ function parseScope(text: string): Scope {
 
 /** A client of the named node, or of the node whose home is --home (with a short local token). */
 async function nodeClient(c: Connection): Promise<MirrorpoolClient> {
+  // The transport is loaded only by the commands that talk to a node: local commands start faster.
+  const { MirrorpoolClient } = await import('./client.js');
   if (c.node !== undefined) {
     if (c.token === undefined) throw mpError('EAUTH', `--node needs a token too (--token or MIRRORPOOL_TOKEN)`, { reason: 'token-malformed' });
     return MirrorpoolClient.connect(parseNodeUrl(c.node).href, c.token, c.ca === undefined ? {} : { caFile: c.ca });
@@ -106,6 +108,7 @@ function addStart(node: Command, io: CliIo): void {
     .action(async (_o: unknown, cmd: Command) => {
       const o = cmd.opts<{ listen?: string; advertise?: string; logLevel?: string }>();
       if (o.logLevel !== undefined && !['debug', 'info', 'warn', 'error'].includes(o.logLevel)) throw usage(`--log-level must be debug, info, warn or error`);
+      const { NodeDaemon } = await import('./daemon.js');
       const daemon = await NodeDaemon.start({
         home: home(cmd),
         ...(o.listen === undefined ? {} : { listen: o.listen }),

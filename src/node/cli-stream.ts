@@ -15,7 +15,7 @@ import { type CliIo, arg, home, poolOf, usage, withDsl } from './cli-common.js';
 import { oneWriterPerDataset, withInput, withStdout } from './cli-data.js';
 import { type ReplicationEvent, localNode } from './node-config.js';
 import { withPool } from './pool-open.js';
-import { RETRIES_DEFAULT, parseTarget, replicate } from './replicate.js';
+import { RETRIES_DEFAULT, parseTarget } from './replicate-target.js';
 import type { ClientCredentials } from './rpc/index.js';
 import { type SendRequest, sendSource, sendTarget } from './send-source.js';
 import { formatSize } from './units.js';
@@ -69,6 +69,7 @@ async function push(pool: Pool, request: SendRequest, o: SendOpts, io: CliIo): P
   const local = localNode();
   const caFile = o.toCa ?? local?.node.config.tls?.ca;
   const report = progress(io, o.verbose, `send ${request.to ?? ''} to ${target.url}:`);
+  const { replicate } = await import('./replicate.js');
   const result = await replicate({
     pool,
     request,

@@ -17,7 +17,7 @@ import { type CliIo, arg } from './cli-common.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { type NodeHome, addPeer, initNodeHome, loadNodeHome, newClusterSecret } from './node-config.js';
 import { PoolCache } from './pool-cache.js';
-import { createToken } from './rpc/index.js';
+import { createToken } from './rpc/tokens.js';
 
 const NODES_MAX = 9;
 const POOL = 'tank';

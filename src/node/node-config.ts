@@ -13,7 +13,7 @@ import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { mpError } from '../lib/index.js';
 import { writeFileAtomic } from './atomic-file.js';
-import { type NodeKeys, checkNodeKeys, generateNodeKeys, nodeIdOf } from './rpc/index.js';
+import { type NodeKeys, checkNodeKeys, generateNodeKeys, nodeIdOf } from './rpc/identity.js';
 
 export const CONFIG_FILE = 'node.json';
 const KEY_FILE = 'node.key';

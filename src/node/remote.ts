@@ -6,7 +6,6 @@
 // Called by main() in cli.ts when a node is named (flag or MIRRORPOOL_NODE).
 
 import { mpError } from '../lib/index.js';
-import { MirrorpoolClient } from './client.js';
 import { type CliIo } from './cli-common.js';
 import { withFileAtomic, withInput } from './cli-data.js';
 
@@ -94,6 +93,7 @@ export async function runRemote(url: string, token: string | undefined, caFile: 
     throw mpError('EAUTH', `commands sent to ${url} need a token: --token or MIRRORPOOL_TOKEN (create one with \`mirrorpool token create\`)`, { reason: 'token-malformed' });
   }
   const plan = planRemote(argv);
+  const { MirrorpoolClient } = await import('./client.js');
   const client = await MirrorpoolClient.connect(url, token, caFile === undefined ? {} : { caFile });
   try {
     const text = new TextDecoder();

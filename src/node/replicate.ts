@@ -11,18 +11,13 @@ import { decodeResumeToken } from '../sync/index.js';
 import { MirrorpoolClient } from './client.js';
 import type { ReplicationEvent } from './node-config.js';
 import type { ClientCredentials } from './rpc/index.js';
+import { RETRIES_DEFAULT, type ReplicateTarget } from './replicate-target.js';
 import { type SendRequest, sendSource } from './send-source.js';
 
-export const RETRIES_DEFAULT = 5;
 const PAUSE_MS_FIRST = 200;
 const PAUSE_MS_MAX = 5000;
 /** Codes that mean the link or the peer went away, not that the stream is wrong. */
 const RETRYABLE = new Set(['ECANCELED', 'EIO', 'ETIMEDOUT']);
-
-export interface ReplicateTarget {
-  readonly url: string;
-  readonly dataset: string;
-}
 
 export interface ReplicateOptions {
   readonly pool: Pool;
@@ -44,13 +39,6 @@ export interface ReplicateResult {
   readonly snapshot: string;
   readonly bytes: number;
   readonly attempts: number;
-}
-
-/** `ws://host:port:pool/ds` (or wss://) → the node URL and the dataset. EINVAL otherwise. */
-export function parseTarget(text: string): ReplicateTarget {
-  const m = /^(wss?:\/\/[^/]+?)\/?:([^:]+)$/.exec(text);
-  if (m === null) throw mpError('EINVAL', `--to '${text}' is not <node-url>:<pool/ds> (example: ws://10.0.0.2:7101:tank/data)`, { value: text });
-  return { url: m[1] ?? '', dataset: m[2] ?? '' };
 }
 
 const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
