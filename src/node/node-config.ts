@@ -13,6 +13,7 @@ import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { mpError } from '../lib/index.js';
 import { writeFileAtomic } from './atomic-file.js';
+import { processAlive } from './vdev-lock.js';
 import { type NodeKeys, checkNodeKeys, generateNodeKeys, nodeIdOf } from './rpc/identity.js';
 
 export const CONFIG_FILE = 'node.json';
@@ -300,13 +301,4 @@ export async function daemonUrl(node: NodeHome): Promise<string> {
     if (!(e instanceof SyntaxError)) throw e;
   }
   return node.config.advertise;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

@@ -13,7 +13,8 @@ export function lockDir(): string {
   return process.env['MIRRORPOOL_LOCK_DIR'] ?? join(tmpdir(), 'mirrorpool-locks');
 }
 
-function alive(pid: number): boolean {
+/** Whether process `pid` exists (one owned by another user counts). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -43,7 +44,7 @@ async function takeOne(vdev: string): Promise<string> {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
     const owner = Number((await readFile(file, 'utf8').catch(() => '')).split('\n')[0]);
-    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && alive(owner)) {
+    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && processAlive(owner)) {
       throw mpError('EBUSY', `vdev ${vdev} is in use by process ${owner}`, { path: vdev, pid: owner });
     }
     if (owner === process.pid) throw mpError('EBUSY', `vdev ${vdev} is already open in this process`, { path: vdev });
