@@ -105,7 +105,7 @@ function addSend(program: Command, io: CliIo): void {
     .option('-t <token>', 'resume the stream a stopped `recv -s` left a token for')
     .option('--estimate', 'print the size the stream would have, send nothing', false)
     .option('-v, --verbose', 'progress on stderr', false)
-    .option('--to <node-url:pool/ds>', 'push to this dataset on another node, resuming across broken connections')
+    .option('--to <node-url:pool/ds>', 'push to this dataset on another node, resuming across broken connections', arg((t) => (parseTarget(t), t)))
     .option('--to-token <token>', 'token (scope rw) for the --to node (default MIRRORPOOL_TO_TOKEN, or this node\'s key on a node)')
     .option('--to-ca <file>', 'CA certificate (PEM) of a wss:// --to node')
     .option('--retries <n>', 'reconnections --to tries before it gives up', arg(retriesArg), RETRIES_DEFAULT)
@@ -116,7 +116,6 @@ function addSend(program: Command, io: CliIo): void {
       if (o.t !== undefined && (snapshot !== undefined || o.i !== undefined || o.I !== undefined)) throw usage('send -t takes the token alone');
       if (o.t === undefined && snapshot === undefined) throw usage('send needs a snapshot (or -t <token>)');
       if (o.to !== undefined && (o.estimate || o.t !== undefined)) throw usage('send --to goes with neither --estimate nor -t (it resumes by itself)');
-      if (o.to !== undefined) parseTarget(o.to);
       const to = sendTarget(o.t === undefined ? { to: snapshot ?? '' } : { token: o.t });
       const from = fromName(to, o.i ?? o.I);
       const request: SendRequest = { to, ...(from === undefined ? {} : { from }), intermediates: o.I !== undefined, ...(o.t === undefined ? {} : { token: o.t }) };

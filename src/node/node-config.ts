@@ -103,7 +103,7 @@ function peerOf(v: unknown, file: string, i: number): PeerConfig {
   const id = str(p['id'], file, `peers[${i}].id`);
   if (nodeIdOf(publicKey) !== id) throw bad(file, `peers[${i}].id`, `does not match its public key (expected ${nodeIdOf(publicKey)})`);
   if (p['url'] === undefined) return { id, publicKey };
-  return { id, publicKey, url: parseNodeUrl(str(p['url'], file, `peers[${i}].url`)).href };
+  return { id, publicKey, url: parseNodeUrl(str(p['url'], file, `peers[${i}].url`), `${file}: peers[${i}].url`).href };
 }
 
 function tlsOf(v: unknown, file: string): TlsConfig | undefined {
