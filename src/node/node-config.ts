@@ -12,7 +12,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { mpError } from '../lib/index.js';
-import { writeFileAtomic } from './atomic-file.js';
+import { removeTempSiblings, writeFileAtomic } from './atomic-file.js';
 import { processAlive } from './vdev-lock.js';
 import { type NodeKeys, checkNodeKeys, generateNodeKeys, nodeIdOf } from './rpc/identity.js';
 
@@ -222,6 +222,9 @@ export async function initNodeHome(home: string, options: InitOptions = {}): Pro
     join(dir, CONFIG_FILE),
   );
   const clusterSecret = options.clusterSecret ?? newClusterSecret();
+  // An init killed part way left no node.json (it is written last), perhaps a key, a secret and
+  // temporary files: start over. Nothing else writes to a home without node.json.
+  for (const name of [KEY_FILE, SECRET_FILE, CONFIG_FILE]) await removeTempSiblings(join(dir, name));
   await writeFileAtomic(join(dir, KEY_FILE), keys.privateKey);
   await writeFileAtomic(join(dir, SECRET_FILE), `${clusterSecret}\n`);
   await saveConfig(dir, config);
