@@ -19,8 +19,7 @@ import {
 import { type CallOptions, type ClientCredentials, type RpcClient, type Scope, connect } from './rpc/index.js';
 
 export interface ClientOptions {
-  /** PEM of the CA that signed the node's certificate (wss:// with a private CA), or a path to it. */
-  readonly ca?: string | Buffer;
+  /** Path of the PEM CA certificate that signed the node's certificate (wss:// with a private CA). */
   readonly caFile?: string;
   readonly expectNodeId?: string;
   readonly timeoutMs?: number;
@@ -40,7 +39,7 @@ export class MirrorpoolClient {
   /** Connects and authenticates; EAUTH when refused, EIO/ETIMEDOUT when the node cannot be reached. */
   static async connect(url: string, credentials: ClientCredentials | string, options: ClientOptions = {}): Promise<MirrorpoolClient> {
     const creds: ClientCredentials = typeof credentials === 'string' ? { kind: 'token', token: credentials } : credentials;
-    const ca = options.ca ?? (options.caFile === undefined ? undefined : await readFile(options.caFile));
+    const ca = options.caFile === undefined ? undefined : await readFile(options.caFile);
     const rpc = await connect(url, creds, {
       ...(ca === undefined ? {} : { ca }),
       ...(options.expectNodeId === undefined ? {} : { expectNodeId: options.expectNodeId }),
