@@ -9,7 +9,8 @@ import { mpError } from '../lib/index.js';
 import type { NodeStatus } from './api.js';
 import type { MirrorpoolClient } from './client.js';
 import { type CliIo, arg, home, json, usage } from './cli-common.js';
-import { type LogLevel, addPeer, daemonUrl, initNodeHome, loadNodeHome, parseListen, parseNodeUrl } from './node-config.js';
+import { errorFields } from './log.js';
+import { type LogLevel, type RunFile, addPeer, daemonUrl, initNodeHome, loadNodeHome, parseListen, parseNodeUrl, runningDaemon } from './node-config.js';
 import { nodeIdOf } from './rpc/identity.js';
 import { SCOPES, type Scope, createToken, isScope } from './rpc/tokens.js';
 import { TOKEN_TTL_MS_MAX } from './api.js';
@@ -120,6 +121,7 @@ function addStart(node: Command, io: CliIo): void {
         const stop = (signal: string): void => {
           process.off('SIGTERM', onTerm);
           process.off('SIGINT', onInt);
+          process.off('SIGHUP', onHup);
           daemon.stop(`signal ${signal}`).then(resolve, (e: unknown) => {
             daemon.log.error('shutdown failed', { error: String(e) });
             resolve();
@@ -127,8 +129,12 @@ function addStart(node: Command, io: CliIo): void {
         };
         const onTerm = (): void => stop('SIGTERM');
         const onInt = (): void => stop('SIGINT');
+        const onHup = (): void => {
+          daemon.reloadPeers().catch((e: unknown) => daemon.log.error('peers not reloaded', errorFields(e)));
+        };
         process.on('SIGTERM', onTerm);
         process.on('SIGINT', onInt);
+        process.on('SIGHUP', onHup);
       });
     });
 }
@@ -157,7 +163,10 @@ function addStatusAndPeers(node: Command, io: CliIo): void {
       const url = cmd.opts<{ url?: string }>().url;
       const id = nodeIdOf(publicKey);
       await addPeer(home(cmd), { id, publicKey, ...(url === undefined ? {} : { url }) });
-      io.out.write(`peer ${id} added (a running daemon reads it at its next start)\n`);
+      const run = await runningDaemon(home(cmd));
+      const reloaded = run !== undefined && (await askReload(run));
+      const note = run === undefined ? '' : reloaded ? ` (the running daemon, pid ${run.pid}, reloads its peers)` : ` (send SIGHUP to the running daemon, pid ${run.pid}, to reload its peers)`;
+      io.out.write(`peer ${id} added${note}\n`);
     });
   peer
     .command('list')
@@ -168,6 +177,26 @@ function addStatusAndPeers(node: Command, io: CliIo): void {
       if (cmd.opts<{ json: boolean }>().json) io.out.write(json(config.peers));
       else for (const p of config.peers) io.out.write(`${p.id}  ${p.url ?? '-'}  ${p.publicKey}\n`);
     });
+}
+
+/**
+ * SIGHUP to the daemon of a run file, once /proc shows that pid is still a `node start` (a pid
+ * reused by another program must not get a signal whose default is to end it). False when that
+ * cannot be shown.
+ */
+async function askReload(run: RunFile): Promise<boolean> {
+  const { readFile } = await import('node:fs/promises');
+  const argv = await readFile(`/proc/${run.pid}/cmdline`, 'utf8').then(
+    (t) => t.split('\0'),
+    (e: NodeJS.ErrnoException): string[] => {
+      if (e.code === 'ENOENT' || e.code === 'EACCES') return [];
+      throw e;
+    },
+  );
+  const at = argv.indexOf('node', 1);
+  if (at < 0 || argv[at + 1] !== 'start') return false;
+  process.kill(run.pid, 'SIGHUP');
+  return true;
 }
 
 function addToken(program: Command, io: CliIo): void {

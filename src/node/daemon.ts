@@ -20,7 +20,7 @@ import { packageVersion } from './cli.js';
 import { daemonMethods } from './daemon-methods.js';
 import { type Logger, createLogger, errorFields } from './log.js';
 import { type NodeMetrics, createNodeMetrics } from './metrics.js';
-import { type LogLevel, type NodeHome, loadNodeHome, parseListen, removeRunFile, setLocalNode, writeRunFile } from './node-config.js';
+import { type LogLevel, type NodeHome, type PeerConfig, loadNodeHome, parseListen, removeRunFile, setLocalNode, writeRunFile } from './node-config.js';
 import { ResidentPools } from './resident-pools.js';
 import { type RpcSession, type Scope, scopeAllows, serveConnection, verifyToken, wsServerOptions } from './rpc/index.js';
 
@@ -46,6 +46,8 @@ export class NodeDaemon {
   private draining = false;
   private stopped: Promise<void> | null = null;
   readonly startedAt = new Date();
+  /** The nodes accepted on /rpc: node.json's peers at start, again after each `reloadPeers`. */
+  private peers: readonly PeerConfig[];
 
   private constructor(
     readonly node: NodeHome,
@@ -57,7 +59,25 @@ export class NodeDaemon {
     readonly log: Logger,
     private readonly drainMs: number,
     private readonly poolFailures: NodeStatus['poolFailures'],
-  ) {}
+  ) {
+    this.peers = node.config.peers;
+  }
+
+  /**
+   * Reads node.json's peers again (SIGHUP; `node peer add` sends it to a running daemon). Only
+   * the peers change: identity, secret, address and TLS need a restart. New connections see the
+   * new list; open ones stay. A home that no longer loads, or holds another identity, changes
+   * nothing and rejects.
+   */
+  async reloadPeers(): Promise<readonly PeerConfig[]> {
+    const fresh = await loadNodeHome(this.node.home);
+    if (fresh.config.nodeId !== this.node.config.nodeId) {
+      throw mpError('EINVAL', `${this.node.home} now holds node ${fresh.config.nodeId}, not ${this.node.config.nodeId}: restart the daemon`, { home: this.node.home });
+    }
+    this.peers = fresh.config.peers;
+    this.log.info('peers reloaded', { peers: this.peers.length });
+    return this.peers;
+  }
 
   /** Loads the home, opens its pools, listens; resolves once connections are accepted. */
   static async start(options: DaemonOptions): Promise<NodeDaemon> {
@@ -117,7 +137,7 @@ export class NodeDaemon {
       connections: this.sessions.size,
       pools: this.pools.list().map(({ name, pool }) => ({ name, guid: pool.guid.toString(), lastSyncedTxg: Number(pool.lastSyncedTxg) })),
       poolFailures: this.poolFailures,
-      peers: this.node.config.peers.map((p) => ({ id: p.id, ...(p.url === undefined ? {} : { url: p.url }) })),
+      peers: this.peers.map((p) => ({ id: p.id, ...(p.url === undefined ? {} : { url: p.url }) })),
     };
   }
 
@@ -194,7 +214,7 @@ export class NodeDaemon {
         auth: {
           keys: this.node.keys,
           clusterSecret: this.node.clusterSecret,
-          knownNodes: (id) => this.node.config.peers.find((p) => p.id === id)?.publicKey,
+          knownNodes: (id) => this.peers.find((p) => p.id === id)?.publicKey,
           now: () => Date.now(),
         },
         methods: daemonMethods(this),

@@ -290,18 +290,24 @@ export async function removeRunFile(home: string): Promise<void> {
   await rm(join(resolve(home), RUN_FILE), { force: true });
 }
 
-/** The URL of the daemon running in `home`: from its run file while its process lives, else the advertised one. */
-export async function daemonUrl(node: NodeHome): Promise<string> {
-  const text = await readFile(join(node.home, RUN_FILE), 'utf8').catch((e: NodeJS.ErrnoException) => {
+/** The run file of the daemon running in `home`, if its process lives. */
+export async function runningDaemon(home: string): Promise<RunFile | undefined> {
+  const text = await readFile(join(resolve(home), RUN_FILE), 'utf8').catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'ENOENT') return null;
     throw e;
   });
-  if (text === null) return node.config.advertise;
+  if (text === null) return undefined;
   try {
     const run = JSON.parse(text) as Partial<RunFile>;
-    if (typeof run.pid === 'number' && typeof run.url === 'string' && processAlive(run.pid)) return parseNodeUrl(run.url).href;
+    if (typeof run.pid === 'number' && typeof run.url === 'string' && processAlive(run.pid)) return { pid: run.pid, url: run.url };
   } catch (e) {
     if (!(e instanceof SyntaxError)) throw e;
   }
-  return node.config.advertise;
+  return undefined;
+}
+
+/** The URL of the daemon running in `home`: from its run file while its process lives, else the advertised one. */
+export async function daemonUrl(node: NodeHome): Promise<string> {
+  const run = await runningDaemon(node.home);
+  return run === undefined ? node.config.advertise : parseNodeUrl(run.url).href;
 }
