@@ -8,17 +8,24 @@
 // acknowledged record and import never needs to claim space. Inside extents, log blocks follow
 // each other (log-format.ts); the end of the log is the first block that does not verify, so no
 // end pointer is ever written. Each txg allocates extents ahead of the writer at its pace; the
-// writer waits for a txg only when it runs out.
+// writer waits for a txg only when it runs out. A new extent is filled with zeros in the txg that
+// allocates it (plain writes that the txg's sync makes durable), so on a file vdev the log's
+// durable writes overwrite space the file system has already allocated: a write into a hole of a
+// sparse file makes every O_DSYNC write commit the file system's journal too, at about twice the
+// cost of the write itself.
 //
 // Truncating a prefix is in memory at once and on disk at the next txg: syncState() (called by
-// the pool every txg) frees extents holding only dead records and records the new start.
+// the pool every txg) takes the extents holding only dead records off the front and records the
+// new start. Those the writer needs as spares go to the back of the log with a new generation
+// (recycled: listed again like a new extent, usable once that txg is durable, and already
+// written, so no zero fill); the rest are freed.
 // MOS object (type intentLog): bonus = guid u64 | last generation u64 | base seq u64 (first
 // record of the first extent) | first live seq u64; data = the extent table.
 
-import { type Random, assert, mpError, readU64, readU64Number, writeU64, writeU64Number } from '../lib/index.js';
+import { type Random, MirrorpoolError, assert, mpError, readU64, readU64Number, writeU64, writeU64Number } from '../lib/index.js';
 import * as dmu from './dmu.js';
 import { ObjectType } from './dnode.js';
-import { type LogExtent, type LogRecord, LOG_BLOCK_HEADER_BYTES, blockBytesFor, blockBytesOf, decodeExtents, decodeLogBlock, encodeExtents, encodeLogBlock, recordBytes } from './log-format.js';
+import { type LogExtent, type LogRecord, LOG_BLOCK_HEADER_BYTES, blockBytesFor, blockBytesOf, decodeExtents, decodeLogBlock, encodeExtents, encodeLogBlockInto, recordBytes } from './log-format.js';
 import type { ObjectSet } from './objset.js';
 import { type Dva, type ObjectId, type Txg } from './types.js';
 
@@ -31,10 +38,15 @@ const SPARE_FREE_SHIFT = 5;
 /** Largest record: a log block must always fit in an extent. */
 export const LOG_RECORD_BYTES_MAX = 128 * 1024;
 const BONUS_BYTES = 32;
+/** Zeros written per call when filling a new extent; shared and never changed. */
+const ZERO_FILL_BYTES = 1024 * 1024;
+let zeros: Uint8Array | null = null;
 
 export interface LogVdev {
   /** Durable when it resolves, flushing nothing else (a txg's data is not waited for). */
   writeDurable(offset: number, data: Uint8Array): Promise<void>;
+  /** Volatile until the pool syncs the txg (syncing context only: the zero fill of new extents). */
+  write(offset: number, data: Uint8Array): Promise<void>;
   read(offset: number, length: number): Promise<Uint8Array>;
 }
 
@@ -56,7 +68,9 @@ export interface LogHost {
 interface Extent extends LogExtent {
   /** Seq of its first record, once known (written or found by the scan). */
   firstSeq?: number;
-  /** Its txg is durable: it may hold records. */
+  /** The txg that listed it with its current generation (allocated or recycled it). */
+  listedTxg: Txg;
+  /** Its listing txg is durable: it may hold records. */
   usable: boolean;
 }
 
@@ -83,6 +97,8 @@ export class DurableLog {
   /** Extents the writer moved into since the last durable txg, and the spare target it sets. */
   private consumed = 0;
   private spareTarget = SPARE_EXTENTS_MIN;
+  /** The flush loop encodes every block here (one flush at a time, so one buffer). */
+  private blockBuffer: Uint8Array | null = null;
   readonly stats = { flushes: 0, records: 0, bytes: 0 };
 
   private constructor(host: LogHost, obj: ObjectId, guid: bigint, lastGen: bigint, extents: Extent[], baseSeq: number, firstSeq: number, extentBytes: number) {
@@ -119,7 +135,7 @@ export class DurableLog {
     if (bonus.length < BONUS_BYTES) throw mpError('EPROTO', 'log object bonus is too short', where);
     const info = await dmu.objectInfo(host.mos, obj);
     const table = await dmu.read(host.mos, obj, 0, info.size);
-    const extents: Extent[] = decodeExtents(table, where).map((e) => ({ ...e, usable: true }));
+    const extents: Extent[] = decodeExtents(table, where).map((e) => ({ ...e, listedTxg: e.txg, usable: true }));
     for (const e of extents) {
       if (host.vdevs[e.vdev] === undefined) throw mpError('EPROTO', `log extent on missing vdev ${e.vdev}`, where);
     }
@@ -243,7 +259,9 @@ export class DurableLog {
         await this.ensureRoom(blockBytesFor(batch.map((r) => r.data.length)));
         const e = this.extents[this.cur];
         assert(e !== undefined);
-        const out = encodeLogBlock(this.guid, e.gen, batch);
+        // Reused: the previous block's write has resolved, so the disk no longer reads it.
+        this.blockBuffer ??= new Uint8Array(this.extentBytes / 2);
+        const out = encodeLogBlockInto(this.blockBuffer, this.guid, e.gen, batch);
         if (this.pos === 0) e.firstSeq = batch[0]?.seq ?? this.nextSeq;
         await this.vdev(e).writeDurable(e.offset + this.pos, out);
         this.pos += out.length;
@@ -282,15 +300,32 @@ export class DurableLog {
   /** Moves the writer to an extent with room for `bytes`, allocating more when needed. */
   private async ensureRoom(bytes: number): Promise<void> {
     if (this.fits(bytes)) return;
-    const target = this.extents[this.cur] !== undefined && this.pos > 0 ? this.cur + 1 : this.cur;
-    // Only extents whose txg is durable may hold records: the MOS must list them first.
-    while (this.extents[target]?.usable !== true) await this.grow();
+    const moving = this.extents[this.cur] !== undefined && this.pos > 0;
+    // Only extents whose txg is durable may hold records: the MOS must list them first. The
+    // index is taken again after each wait: a txg may have taken dead extents off the front.
+    const next = (): number => (moving ? this.cur + 1 : this.cur);
+    while (this.extents[next()]?.usable !== true) await this.grow();
+    const target = next();
     if (target !== this.cur) {
       this.cur = target;
       this.pos = 0;
       this.consumed++;
+      this.growAhead();
     }
     assert(this.fits(bytes), 'a log block fits an empty extent');
+  }
+
+  /**
+   * Starts growing, without waiting, once fewer extents than half the spare target lie ahead of
+   * the writer: a burst then finds its extents listed by the time it reaches them, instead of
+   * stopping every writer for a whole txg sync.
+   */
+  private growAhead(): void {
+    if (this.growing !== null || this.extents.length - 1 - this.cur >= Math.ceil(this.spareTarget / 2)) return;
+    this.grow().catch((e: unknown) => {
+      // The writer grows again when it runs out, and fails then.
+      if (!(e instanceof MirrorpoolError)) throw e;
+    });
   }
 
   /**
@@ -298,15 +333,20 @@ export class DurableLog {
    * durable (the costly path; syncState allocates ahead at the pace the log is written).
    */
   private grow(): Promise<void> {
+    let grownIn: Txg | null = null;
     this.growing ??= this.host
       .syncTask(async (tx) => {
+        grownIn = tx.txg;
         // Running out means the writer outpaces the txgs: keep twice as much ahead from now on.
-        this.allocateExtents(tx, this.spareTarget);
+        await this.allocateExtents(tx, this.spareTarget);
         this.spareTarget = Math.min(SPARE_EXTENTS_MAX, 2 * this.spareTarget);
         await this.writeState(tx);
       })
       .then(() => {
-        for (const e of this.extents) e.usable = true;
+        // Only up to that txg: a later txg may be allocating (and zero filling) more already.
+        assert(grownIn !== null, 'the growth task ran');
+        const durable = grownIn;
+        for (const e of this.extents) if (e.listedTxg <= durable) e.usable = true;
       })
       .finally(() => {
         this.growing = null;
@@ -314,12 +354,29 @@ export class DurableLog {
     return this.growing;
   }
 
-  private allocateExtents(tx: dmu.Tx, count: number): void {
+  /** Syncing context: allocates up to `count` extents (at least one) and fills them with zeros. */
+  private async allocateExtents(tx: dmu.Tx, count: number): Promise<void> {
     const affordable = Math.floor((this.host.freeBytes() >> SPARE_FREE_SHIFT) / this.extentBytes);
+    const added: Extent[] = [];
     for (let i = 0; i < Math.max(1, Math.min(count, affordable)); i++) {
       const dva = this.host.allocate(this.extentBytes, tx.txg);
       this.lastGen++;
-      this.extents.push({ vdev: dva.vdev, offset: dva.offset, bytes: this.extentBytes, gen: this.lastGen, txg: tx.txg, usable: false });
+      added.push({ vdev: dva.vdev, offset: dva.offset, bytes: this.extentBytes, gen: this.lastGen, txg: tx.txg, listedTxg: tx.txg, usable: false });
+    }
+    this.extents.push(...added);
+    // One write at a time: writes queued behind each other would be merged into a fresh buffer.
+    for (const e of added) await this.zeroFill(e);
+  }
+
+  /**
+   * Writes zeros over a new extent, durable with the txg that allocates it (before the extent
+   * is usable). A crash first leaves zeros in space no durable state uses: harmless.
+   */
+  private async zeroFill(e: Extent): Promise<void> {
+    assert(!e.usable && e.firstSeq === undefined, 'only an unused extent is zero filled');
+    zeros ??= new Uint8Array(ZERO_FILL_BYTES);
+    for (let at = 0; at < e.bytes; at += zeros.length) {
+      await this.vdev(e).write(e.offset + at, zeros.subarray(0, Math.min(zeros.length, e.bytes - at)));
     }
   }
 
@@ -328,7 +385,7 @@ export class DurableLog {
    * the pace of the writer: twice the extents it filled since the last durable txg.
    */
   txgSynced(t: Txg): void {
-    for (const e of this.extents) if (e.txg <= t) e.usable = true;
+    for (const e of this.extents) if (e.listedTxg <= t) e.usable = true;
     this.spareTarget = Math.min(SPARE_EXTENTS_MAX, Math.max(SPARE_EXTENTS_MIN, 2 * this.consumed, this.spareTarget - 1));
     this.consumed = 0;
   }
@@ -340,29 +397,50 @@ export class DurableLog {
   }
 
   /**
-   * Syncing context, every txg: frees the extents before the writer's that hold only records
-   * before the first live one, and records the new start.
+   * Syncing context, every txg: takes the dead extents off the front, recycles as many as the
+   * spare target still lacks and frees the rest, allocates (and zero fills) what is still
+   * missing, and records the new table and start. A recycled extent keeps its birth txg (its
+   * space is freed as born then) and takes a new generation, so no block it held verifies again.
    */
   async syncState(tx: dmu.Tx): Promise<void> {
-    const spare = this.extents.length - 1 - this.cur;
     const writing = this.extents.length > 0;
+    const dead = this.takeDeadPrefix();
+    let spare = this.extents.length - 1 - this.cur;
+    for (const e of dead) {
+      if (writing && spare < this.spareTarget) {
+        this.lastGen++;
+        this.extents.push({ vdev: e.vdev, offset: e.offset, bytes: e.bytes, gen: this.lastGen, txg: e.txg, listedTxg: tx.txg, usable: false });
+        spare++;
+      } else {
+        this.host.free({ vdev: e.vdev, offset: e.offset, asize: e.bytes }, tx.txg, e.txg);
+      }
+    }
     if (writing && spare < this.spareTarget) {
-      this.allocateExtents(tx, this.spareTarget - spare);
+      await this.allocateExtents(tx, this.spareTarget - spare);
       this.dirtyState = true;
     }
+    if (dead.length === 0 && !this.dirtyState) return;
+    await this.writeState(tx);
+    this.dirtyState = false;
+  }
+
+  /**
+   * Takes off the front the extents before the writer's that hold only records before the first
+   * live one (the next extent starts at or before it), and moves the log's base to what is left.
+   */
+  private takeDeadPrefix(): Extent[] {
     let drop = 0;
     for (let i = 0; i < this.cur; i++) {
       const next = this.extents[i + 1]?.firstSeq;
       if (next === undefined || next > this.firstSeq) break;
       drop = i + 1;
     }
-    if (drop === 0 && !this.dirtyState) return;
-    for (const e of this.extents.slice(0, drop)) this.host.free({ vdev: e.vdev, offset: e.offset, asize: e.bytes }, tx.txg, e.txg);
+    const dead = this.extents.slice(0, drop);
     this.extents = this.extents.slice(drop);
     this.cur -= drop;
     this.baseSeq = this.extents[0]?.firstSeq ?? this.baseSeq;
-    await this.writeState(tx);
-    this.dirtyState = false;
+    assert(this.cur >= 0, 'the writer keeps its extent');
+    return dead;
   }
 
   private async writeState(tx: dmu.Tx): Promise<void> {

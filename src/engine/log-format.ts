@@ -14,7 +14,7 @@
 // Extent table entry (EXTENT_ENTRY_BYTES): 0 vdev u32 | 4 reserved | 8 offset u64 | 16 bytes u64 |
 //   24 generation u64 | 32 txg that allocated it u64.
 
-import { bytesEqual, fletcher4, mpError, readU64, readU64Number, writeU64, writeU64Number } from '../lib/index.js';
+import { assert, bytesEqual, fletcher4, mpError, readU64, readU64Number, writeU64, writeU64Number } from '../lib/index.js';
 import { type Txg, layout, txg } from './types.js';
 
 export const LOG_BLOCK_HEADER_BYTES = 96;
@@ -53,10 +53,23 @@ export function blockBytesFor(lengths: readonly number[]): number {
 }
 
 export function encodeLogBlock(guid: bigint, gen: bigint, records: readonly LogRecord[]): Uint8Array {
+  return encodeLogBlockInto(new Uint8Array(blockBytesFor(records.map((r) => r.data.length))), guid, gen, records);
+}
+
+/**
+ * encodeLogBlock into the start of `target` (a buffer the writer reuses: fresh memory costs more
+ * to touch than the copy); returns the block, a view of `target`. Every byte of the block is
+ * written, so what the buffer held before never reaches disk.
+ */
+export function encodeLogBlockInto(target: Uint8Array, guid: bigint, gen: bigint, records: readonly LogRecord[]): Uint8Array {
   const first = records[0];
   if (first === undefined) throw mpError('EINVAL', 'a log block holds at least one record', {});
-  const out = new Uint8Array(blockBytesFor(records.map((r) => r.data.length)));
-  const view = new DataView(out.buffer);
+  let raw = LOG_BLOCK_HEADER_BYTES;
+  for (const r of records) raw += recordBytes(r.data.length);
+  const out = target.subarray(0, blockBytesOf(raw));
+  assert(out.length === blockBytesOf(raw), 'the log block buffer holds the block');
+  const view = new DataView(out.buffer, out.byteOffset, out.length);
+  out.fill(0, 0, LOG_BLOCK_HEADER_BYTES);
   out.set(MAGIC, 0);
   writeU64(out, 8, guid);
   writeU64(out, 16, gen);
@@ -68,6 +81,8 @@ export function encodeLogBlock(guid: bigint, gen: bigint, records: readonly LogR
     out.set(r.data, at + 4);
     at += 4 + r.data.length;
   }
+  assert(at === raw);
+  out.fill(0, at);
   view.setUint32(36, at - LOG_BLOCK_HEADER_BYTES, true);
   out.set(fletcher4(out.subarray(0, at)), CHECKSUM_AT);
   return out;
