@@ -17,8 +17,10 @@
 // Each side of a stream pair moves 1 GiB in all (fewer when the warm-up says the RPC side would
 // take longer than ~20 s, never fewer than 256 MiB), each side of a call pair runs ~2 s in all.
 // The sides alternate (A, B, A, B ...) over 8 short rounds and the median of each side counts, so
-// noise on the machine hits both; the two children of figure 2 run once per round, after them.
-// Every loop is bounded in count.
+// noise on the machine hits both; the two children of figure 2 alternate the same way, after all
+// rounds of the in-process pair (see streamPair).
+// Every loop is bounded in count. TRANSPORT_FIGURES (a comma list of down, up, wss, calls; all
+// when unset) runs a subset while iterating; reported figures come from full runs.
 //
 // @libp2p/tcp is not a dependency and is not measured: its transport is a raw TCP socket with a
 // stream muxer and encryption (noise) on top, so the raw-TCP peer here is an upper bound of what
@@ -70,6 +72,8 @@ const CHILD_FLAG = '--transport-child-push';
 /** This file once built (dist/bench/transport.bench.js): the child runs it with CHILD_FLAG. */
 const SELF = fileURLToPath(import.meta.url);
 const requireHere = createRequire(import.meta.url);
+const ONLY = process.env['TRANSPORT_FIGURES']?.split(',').map((s) => s.trim()).filter((s) => s !== '');
+const wanted = (name: 'down' | 'up' | 'wss' | 'calls'): boolean => ONLY === undefined || ONLY.length === 0 || ONLY.includes(name);
 
 const BUF = Buffer.alloc(CHUNK);
 for (let i = 0; i < CHUNK; i++) BUF[i] = (i * 2654435761) >>> 24;
@@ -434,7 +438,10 @@ type Extras = Readonly<Record<string, (bytes: number) => Promise<number>>>;
 
 /**
  * Warms both sides up (the RPC warm-up sizes the stream), then runs them interleaved; medians in
- * MiB/s. Each of `extras` (already in MiB/s) runs after the raw run of every round; medians too.
+ * MiB/s. Then `extras` (already in MiB/s) run interleaved among themselves, STREAM_ROUNDS times;
+ * medians too. The extras are child processes, and a run in this process right after a child
+ * exits was measured at half speed (the RPC side; the next run is back to normal): run between
+ * the rounds, they taxed whichever side came next, which was always the RPC side.
  */
 async function streamPair(what: string, rpc: (bytes: number) => Promise<number>, raw: (bytes: number) => Promise<number>,
   extras: Extras = {}): Promise<Pair & { readonly extras: Readonly<Record<string, number>> }> {
@@ -444,19 +451,22 @@ async function streamPair(what: string, rpc: (bytes: number) => Promise<number>,
   log(`${what}: warm-up ${mibPerSecond(WARMUP_BYTES, warmMs).toFixed(0)} MiB/s; ${STREAM_ROUNDS} runs of ${bytes / MiB} MiB per side`);
   const rpcRates: number[] = [];
   const rawRates: number[] = [];
-  const extraRates = new Map(Object.keys(extras).map((name) => [name, [] as number[]]));
   for (let round = 0; round < STREAM_ROUNDS; round++) {
     fullGc();
     rpcRates.push(mibPerSecond(bytes, await rpc(bytes)));
     fullGc();
     rawRates.push(mibPerSecond(bytes, await raw(bytes)));
-    let more = '';
+    log(`${what} round ${round + 1}: rpc ${rpcRates[round]!.toFixed(0)} MiB/s, raw ${rawRates[round]!.toFixed(0)} MiB/s`);
+  }
+  const extraRates = new Map(Object.keys(extras).map((name) => [name, [] as number[]]));
+  for (let round = 0; round < STREAM_ROUNDS && extraRates.size > 0; round++) {
+    const line: string[] = [];
     for (const [name, measure] of Object.entries(extras)) {
       const r = await measure(bytes);
       extraRates.get(name)!.push(r);
-      more += `, ${name} ${r.toFixed(0)} MiB/s`;
+      line.push(`${name} ${r.toFixed(0)} MiB/s`);
     }
-    log(`${what} round ${round + 1}: rpc ${rpcRates[round]!.toFixed(0)} MiB/s, raw ${rawRates[round]!.toFixed(0)} MiB/s${more}`);
+    log(`${what} round ${round + 1}: ${line.join(', ')}`);
   }
   const medians = Object.fromEntries([...extraRates].map(([name, rates]) => [name, median(rates)]));
   return { bytes: bytes * STREAM_ROUNDS, rpc: median(rpcRates), raw: median(rawRates), extras: medians };
@@ -485,36 +495,40 @@ export async function run(): Promise<Figure[]> {
   const dir = await mkdtemp(join(tmpdir(), 'mirrorpool-bench-transport-'));
   try {
     // 1 and 2: plain ws:// against plain TCP.
-    {
+    if (wanted('down') || wanted('up')) {
       const resources = new Resources();
       try {
         const server = resources.add(await rpcServer(c.auth));
         const client = resources.add(await connect(server.url, c.credentials));
         const raw = resources.add(await rawPair());
-        const down = await streamPair('server→client', (n) => rpcPull(client, n), (n) => raw.push('server', n));
-        figures.push(figure({
-          suite: SUITE, name: `node→node stream, server→client, ${size(down.bytes)} per side (stretch 0.8x)`,
-          value: down.rpc, unit: 'MiB/s', versus: { label: 'raw TCP', value: down.raw }, target: { op: '>=', ratio: 0.6 },
-        }));
-        const up = await streamPair('client→server', (n) => rpcPush(client, n), (n) => raw.push('client', n), {
-          [`child, ${masking}`]: (n) => pushInChild(true, n),
-          'child, WS_NO_BUFFER_UTIL=1': (n) => pushInChild(false, n),
-        });
-        figures.push(figure({
-          suite: SUITE, name: `node→node stream, client→server (masked), ${masking}, ${size(up.bytes)} per side`,
-          value: up.rpc, unit: 'MiB/s', versus: { label: 'raw TCP', value: up.raw }, target: { op: '>=', ratio: 0.5 },
-        }));
-        figures.push(figure({
-          suite: SUITE, name: `client→server, WS_NO_BUFFER_UTIL=1 (child process, informational), ${size(up.bytes)} per side`,
-          value: up.extras['child, WS_NO_BUFFER_UTIL=1']!, unit: 'MiB/s',
-          versus: { label: `${masking}, child process`, value: up.extras[`child, ${masking}`]! }, target: { op: '<=', ratio: 1 },
-        }));
+        if (wanted('down')) {
+          const down = await streamPair('server→client', (n) => rpcPull(client, n), (n) => raw.push('server', n));
+          figures.push(figure({
+            suite: SUITE, name: `node→node stream, server→client, ${size(down.bytes)} per side (stretch 0.8x)`,
+            value: down.rpc, unit: 'MiB/s', versus: { label: 'raw TCP', value: down.raw }, target: { op: '>=', ratio: 0.6 },
+          }));
+        }
+        if (wanted('up')) {
+          const up = await streamPair('client→server', (n) => rpcPush(client, n), (n) => raw.push('client', n), {
+            [`child, ${masking}`]: (n) => pushInChild(true, n),
+            'child, WS_NO_BUFFER_UTIL=1': (n) => pushInChild(false, n),
+          });
+          figures.push(figure({
+            suite: SUITE, name: `node→node stream, client→server (masked), ${masking}, ${size(up.bytes)} per side`,
+            value: up.rpc, unit: 'MiB/s', versus: { label: 'raw TCP', value: up.raw }, target: { op: '>=', ratio: 0.5 },
+          }));
+          figures.push(figure({
+            suite: SUITE, name: `client→server, WS_NO_BUFFER_UTIL=1 (child process, informational), ${size(up.bytes)} per side`,
+            value: up.extras['child, WS_NO_BUFFER_UTIL=1']!, unit: 'MiB/s',
+            versus: { label: `${masking}, child process`, value: up.extras[`child, ${masking}`]! }, target: { op: '<=', ratio: 1 },
+          }));
+        }
       } finally {
         await resources.close();
       }
     }
     // 3: wss:// against plain TLS with the same certificate.
-    {
+    if (wanted('wss')) {
       const files = await makeCertificate(dir);
       const resources = new Resources();
       try {
@@ -531,7 +545,7 @@ export async function run(): Promise<Figure[]> {
       }
     }
     // 4 and 5: small calls against a plain ws echo.
-    {
+    if (wanted('calls')) {
       const resources = new Resources();
       try {
         const server = resources.add(await rpcServer(c.auth));

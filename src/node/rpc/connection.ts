@@ -1,16 +1,19 @@
 // What both ends of an RPC connection share: limits, the call context handlers see, and Wire —
 // one websocket carrying frames (frames.ts). Wire owns sending (size checks against the peer's
-// frame limit, DATA frames copied into reused buffers, a bound on bytes handed to the socket but
-// not yet flushed), receiving (strict decode, errors routed to the owner), connection-level
-// failure (FAIL frame, then close) and the error that ends the connection. Invariants: after
-// fail() or close nothing more is delivered to the owner; `closed` resolves once, after
-// owner.closed() ran. Owned by ServerConnection (server.ts) and ClientConnection (client.ts),
-// which also keep their calls' deadlines on one Deadlines timer per connection.
+// frame limit, DATA frames batched into reused buffers by DataWriter (data-writer.ts) or, when
+// ws's internals are not as expected, copied into pooled buffers and sent through ws, a bound on
+// bytes handed to the socket but not yet flushed), receiving (strict decode, errors routed to
+// the owner), connection-level failure (FAIL frame, then close) and the error that ends the
+// connection. Invariants: after fail() or close nothing more is delivered to the owner; `closed`
+// resolves once, after owner.closed() ran. Owned by ServerConnection (server.ts) and
+// ClientConnection (client.ts), which also keep their calls' deadlines on one Deadlines timer per
+// connection.
 
 import type { ServerOptions, WebSocket } from 'ws';
 import { type MirrorpoolError, assert, hasCode, limits as LIMITS, mpError } from '../../lib/index.js';
 import type { FrameErrorReason, TransportEvents } from './events.js';
 import { type ControlFrame, DATA_HEADER_BYTES, FRAME_BYTES_MIN, type Frame, decodeFrame, encodeFrame, writeDataHeader } from './frames.js';
+import { DataWriter } from './data-writer.js';
 import type { Principal } from './handshake.js';
 import type { Scope } from './tokens.js';
 
@@ -90,9 +93,10 @@ export interface WireOwner {
   closed(error: MirrorpoolError): void;
 }
 
-// DATA frames of at least POOLED_MIN bytes are copied into buffers reused across connections:
-// fresh memory is costly to touch, a reused buffer is not. The pool keeps enough buffers for one
-// connection's unflushed bytes; more connections sending at once allocate the rest.
+// Without a DataWriter, DATA frames of at least POOLED_MIN bytes are copied into buffers reused
+// across connections: fresh memory is costly to touch, a reused buffer is not. The pool keeps
+// enough buffers for one connection's unflushed bytes; more connections sending at once allocate
+// the rest.
 const POOL_BUFFER_BYTES = LIMITS.rpcDataChunkBytes + DATA_HEADER_BYTES;
 const POOLED_MIN = 16 * 1024;
 const POOL_BUFFERS_MAX = Math.ceil(LIMITS.rpcSendBufferedBytesMax / LIMITS.rpcDataChunkBytes) + 8;
@@ -103,6 +107,8 @@ export class Wire {
   peerFrameBytesMax = FRAME_BYTES_MIN;
   readonly closed: Promise<void>;
   private unflushedBytes = 0;
+  /** Made on first use; null when ws cannot have one (its Sender carries DATA then). */
+  private writer: DataWriter | null | undefined;
   private readonly drainWaiters = new Set<() => void>();
   private failure: MirrorpoolError | undefined;
   private done = false;
@@ -126,14 +132,35 @@ export class Wire {
     return !this.done && this.failure === undefined && this.ws.readyState === this.ws.OPEN;
   }
 
-  /** Stream bytes per DATA frame the peer accepts. */
-  get dataChunkBytesMax(): number {
-    return Math.min(LIMITS.rpcDataChunkBytes, this.peerFrameBytesMax - DATA_HEADER_BYTES);
+  /** Stream bytes per DATA frame: what the peer accepts, and what suits the socket. */
+  get dataChunkBytes(): number {
+    const peerMax = Math.min(LIMITS.rpcDataChunkBytes, this.peerFrameBytesMax - DATA_HEADER_BYTES);
+    return this.dataWriter()?.chunkBytes ?? peerMax;
+  }
+
+  /** Most stream bytes one sendData takes. */
+  get dataBatchBytes(): number {
+    return this.dataWriter()?.batchBytes ?? this.dataChunkBytes;
+  }
+
+  /** Credit that `bytes` of stream cost, sent by sendData (DATA_FRAME_COST_BYTES per frame). */
+  dataCost(bytes: number): number {
+    return bytes + Math.ceil(bytes / this.dataChunkBytes) * DATA_FRAME_COST_BYTES;
+  }
+
+  /** The most stream bytes, up to `wanted`, that one sendData may carry within `credit`. */
+  dataBytesWithin(credit: number, wanted: number): number {
+    const per = this.dataChunkBytes;
+    const whole = Math.floor(credit / (per + DATA_FRAME_COST_BYTES));
+    const rest = credit - whole * (per + DATA_FRAME_COST_BYTES);
+    const n = Math.min(wanted, this.dataBatchBytes, whole * per + Math.max(0, rest - DATA_FRAME_COST_BYTES));
+    assert(n <= 0 || this.dataCost(n) <= credit, 'DATA beyond the credit');
+    return Math.max(0, n);
   }
 
   /** False while too many stream bytes wait in the socket to be flushed. */
   get writable(): boolean {
-    return this.unflushedBytes < LIMITS.rpcSendBufferedBytesMax;
+    return this.unflushedBytes < LIMITS.rpcSendBufferedBytesMax && this.writer?.ready !== false;
   }
 
   /** Calls `wake` when bytes were flushed or the connection closed; returns the unsubscribe. */
@@ -155,10 +182,28 @@ export class Wire {
     this.ws.send(bytes);
   }
 
-  /** Sends one DATA frame; the caller keeps `chunk` (it is copied). */
-  sendData(id: number, chunk: Uint8Array): void {
-    assert(chunk.length > 0 && chunk.length <= this.dataChunkBytesMax, 'DATA chunk out of range');
-    if (!this.open) return;
+  /**
+   * Sends `chunk` (at most dataBatchBytes) as DATA frames of dataChunkBytes; the caller keeps
+   * `chunk` (it is copied). Returns the credit the frames cost (dataCost).
+   */
+  sendData(id: number, chunk: Uint8Array): number {
+    assert(chunk.length > 0 && chunk.length <= this.dataBatchBytes, 'DATA chunk out of range');
+    const cost = this.dataCost(chunk.length);
+    if (!this.open) return cost;
+    const writer = this.dataWriter();
+    if (writer?.usable === true) {
+      const size = chunk.length + Math.ceil(chunk.length / writer.chunkBytes) * DATA_HEADER_BYTES;
+      this.events.bytes('out', size);
+      this.unflushedBytes += size;
+      writer.write(id, chunk, () => this.flushed(size));
+      return cost;
+    }
+    for (let offset = 0; offset < chunk.length; offset += this.dataChunkBytes) this.sendFrame(id, chunk.subarray(offset, offset + this.dataChunkBytes));
+    return cost;
+  }
+
+  /** One DATA frame through ws's Sender, copied into a pooled buffer when large. */
+  private sendFrame(id: number, chunk: Uint8Array): void {
     const size = DATA_HEADER_BYTES + chunk.length;
     const pooled = chunk.length >= POOLED_MIN && size <= POOL_BUFFER_BYTES;
     const buf = pooled ? (pool.pop() ?? Buffer.allocUnsafe(POOL_BUFFER_BYTES)) : Buffer.allocUnsafe(size);
@@ -167,10 +212,24 @@ export class Wire {
     this.unflushedBytes += size;
     this.events.bytes('out', size);
     this.ws.send(buf.subarray(0, size), () => {
-      this.unflushedBytes -= size;
       if (pooled && pool.length < POOL_BUFFERS_MAX) pool.push(buf);
-      if (this.drainWaiters.size > 0 && this.writable) for (const wake of [...this.drainWaiters]) wake();
+      this.flushed(size);
     });
+  }
+
+  private flushed(bytes: number): void {
+    this.unflushedBytes -= bytes;
+    assert(this.unflushedBytes >= 0, 'more bytes flushed than sent');
+    if (this.drainWaiters.size > 0 && this.writable) for (const wake of [...this.drainWaiters]) wake();
+  }
+
+  /** The DataWriter of this connection once it is open, when ws allows one. */
+  private dataWriter(): DataWriter | undefined {
+    if (this.writer === undefined && this.ws.readyState === this.ws.OPEN) {
+      const peerMax = Math.min(LIMITS.rpcDataChunkBytes, this.peerFrameBytesMax - DATA_HEADER_BYTES);
+      this.writer = DataWriter.attach(this.ws, peerMax) ?? null;
+    }
+    return this.writer ?? undefined;
   }
 
   /** Ends the connection because of `error`: FAIL frame to the peer, then close. */

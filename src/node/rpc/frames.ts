@@ -7,7 +7,14 @@
 //   DATA     0x01, u32 big-endian request id, payload bytes (at least one). Stream bytes of a
 //            call; never msgpack. Client→server DATA is the call's input, server→client DATA its
 //            output, so no direction field is needed. The receiver hands out a subarray of the
-//            message; the sender copies into a reused buffer that already holds the header.
+//            message. The sender frames DATA itself (data-writer.ts): each DATA message is one
+//            RFC 6455 binary frame (FIN set, opcode 2, RSV bits clear, the shortest length form,
+//            client frames masked with a fresh random key), several frames built in one reused
+//            buffer and put on the socket in one write, in order with ws's own sends. Frames are
+//            16 KiB with their headers, so over TLS each is one TLS record and reaches the
+//            receiver in one socket read; the bytes a peer sees are what ws itself would send for
+//            the same message, so peers need no change (when ws's internals are not as expected
+//            the sender falls back to ws.send with the same messages).
 //   control  a msgpack array (msgpackr, no records, no structured clone) whose first element is
 //            the kind:
 //     1  HELLO      [1, version=1, nonce(bin 32), nodeId, publicKey, frameBytesMax]     s→c
@@ -35,7 +42,7 @@
 // call that already ended on this side are dropped (they may have crossed a CANCEL or a RESULT).
 // frameBytesMax in HELLO/AUTH is the largest message that side accepts; senders keep every
 // message within the peer's bound and split stream writes into DATA frames of at most
-// limits.rpcDataChunkBytes.
+// limits.rpcDataChunkBytes (16 KiB frames, see above, when the sender frames them itself).
 // Params, results and error details are plain data only (nil, booleans, numbers, bigints,
 // strings, bin, arrays, string-keyed maps; nesting ≤ limits.rpcValueDepthMax). Anything else —
 // not msgpack, trailing bytes, an unknown kind, a wrong field type or length — is EPROTO with

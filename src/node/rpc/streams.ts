@@ -12,8 +12,13 @@ import { type MirrorpoolError, assert, mpError } from '../../lib/index.js';
 import { DATA_FRAME_COST_BYTES, type Wire } from './connection.js';
 
 const CREDIT_MAX = 2 ** 52;
-/** Payloads smaller than this are copied out of the websocket message so they pin no big buffer. */
-const COPY_BELOW_BYTES = 16 * 1024;
+/**
+ * A payload is copied out of the websocket message when it is less than 1/PIN_RATIO_MAX of the
+ * memory it would keep alive (a socket read of up to 64 KiB, or a joined message), so queued
+ * payloads pin at most PIN_RATIO_MAX times their own bytes. A 16 KiB DATA frame (data-writer.ts)
+ * inside a 64 KiB read is kept as it is.
+ */
+const PIN_RATIO_MAX = 8;
 
 const noop = (): void => undefined;
 
@@ -63,14 +68,12 @@ export class OutStream {
     let offset = 0;
     while (offset < chunk.length) {
       if (this.ended !== undefined) throw this.ended;
-      const room = this.credit - DATA_FRAME_COST_BYTES;
-      if (room <= 0 || !this.wire.writable) {
+      const n = this.wire.writable ? this.wire.dataBytesWithin(this.credit, chunk.length - offset) : 0;
+      if (n === 0) {
         await this.blocked();
         continue;
       }
-      const n = Math.min(chunk.length - offset, room, this.wire.dataChunkBytesMax);
-      this.wire.sendData(this.id, chunk.subarray(offset, offset + n));
-      this.credit -= n + DATA_FRAME_COST_BYTES;
+      this.credit -= this.wire.sendData(this.id, chunk.subarray(offset, offset + n));
       offset += n;
     }
     if (this.ended !== undefined) throw this.ended;
@@ -141,7 +144,7 @@ export class InStream implements AsyncIterableIterator<Uint8Array> {
       this.credit(cost);
       return 'ok';
     }
-    const chunk = payload.length < COPY_BELOW_BYTES ? Uint8Array.prototype.slice.call(payload) : payload;
+    const chunk = payload.length * PIN_RATIO_MAX < payload.buffer.byteLength ? Uint8Array.prototype.slice.call(payload) : payload;
     const waiter = this.waiter;
     if (waiter !== undefined) {
       this.waiter = undefined;

@@ -4,9 +4,28 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from './client.js';
+import type { MethodSpec } from './connection.js';
 import { type TestServer, rejection, startServer, testCluster } from './rpc-test-support.js';
 
 const cluster = testCluster();
+/** Odd sizes, so writes end mid-frame and mid-batch. */
+const SIZES = [1, 5000, 16 * 1024, 1024 * 1024 + 3, 3 * 1024 * 1024 - 7, 70_001];
+const bytesOf = (i: number): Buffer => Buffer.alloc(SIZES[i]!, i + 1);
+const pull: MethodSpec = {
+  scope: 'ro',
+  handler: async (_p, ctx) => {
+    for (let i = 0; i < SIZES.length; i++) await ctx.write(bytesOf(i));
+    return null;
+  },
+};
+const push: MethodSpec = {
+  scope: 'rw',
+  handler: async (_p, ctx) => {
+    const got: Buffer[] = [];
+    for await (const chunk of ctx.input) got.push(Buffer.from(chunk));
+    return Buffer.concat(got).equals(Buffer.concat(SIZES.map((_, i) => bytesOf(i))));
+  },
+};
 let dir: string;
 let tls: { key: string; cert: string };
 let server: TestServer;
@@ -19,7 +38,7 @@ beforeAll(async () => {
     '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
   ], { stdio: 'ignore' });
   tls = { key: readFileSync(join(dir, 'key.pem'), 'utf8'), cert: readFileSync(join(dir, 'cert.pem'), 'utf8') };
-  server = await startServer({ auth: cluster.auth, methods: { echo: { scope: 'ro', handler: async (p) => p } }, tls });
+  server = await startServer({ auth: cluster.auth, methods: { echo: { scope: 'ro', handler: async (p) => p }, pull, push }, tls });
 });
 
 afterAll(async () => {
@@ -40,5 +59,18 @@ describe('rpc over TLS', () => {
     expect(e).toMatchObject({ code: 'EAUTH', details: { reason: 'tls-certificate', tlsCode: 'DEPTH_ZERO_SELF_SIGNED_CERT' } });
     expect(e.message).toMatch(/certificate .* is not trusted/);
     expect(server.events.opened).toBe(1);
+  });
+
+  it('streams megabytes both ways byte for byte, in writes that end mid-frame', async () => {
+    const c = await connect(server.url, { kind: 'node', keys: cluster.peer, clusterSecret: cluster.secret }, { ca: tls.cert });
+    const got: Buffer[] = [];
+    await c.call('pull', null, { output: (chunk) => void got.push(Buffer.from(chunk)) });
+    expect(Buffer.concat(got).equals(Buffer.concat(SIZES.map((_, i) => bytesOf(i))))).toBe(true);
+    async function* input(): AsyncGenerator<Uint8Array> {
+      for (let i = 0; i < SIZES.length; i++) yield bytesOf(i);
+    }
+    expect(await c.call('push', null, { input: input() })).toBe(true);
+    expect(server.events.frameErrors).toEqual([]);
+    await c.close();
   });
 });
