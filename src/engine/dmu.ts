@@ -17,6 +17,7 @@ import {
 } from './dnode.js';
 import { FREE_HEADER, type ObjectHeader, type ObjectSet } from './objset.js';
 import { findBlock } from './tree.js';
+import { blockBuffers } from './block-buffers.js';
 import type { ObjectAccess, ObjectId, Txg } from './types.js';
 
 /** A transaction: the txg its changes land in. Issued by the txg manager (txg.ts). */
@@ -209,8 +210,11 @@ export async function write(os: ObjectSet, tx: Tx, obj: ObjectId, offset: number
       const to = Math.min(end, (b + 1) * bs);
       let block = od.blocks.get(b);
       if (block === undefined && to - from === bs) {
-        // A whole new block: a copy of the caller's bytes (no zeroed buffer to copy into).
-        od.blocks.set(b, copyBytes(data, from - offset, to - offset));
+        // A whole new block: a copy of the caller's bytes, into a reused buffer when there is one
+        // (else a new one, not zeroed first).
+        const reused = blockBuffers.take(bs);
+        if (reused !== null) reused.set(data.subarray(from - offset, to - offset));
+        od.blocks.set(b, reused ?? copyBytes(data, from - offset, to - offset));
         os.addDirtyBytes(tx.txg, bs);
         continue;
       }

@@ -21,6 +21,7 @@ import {
   levelsFor,
 } from './dnode.js';
 import { DNODE_SHIFT, type ObjsetPhys, ObjsetType, decodeObjsetPhys, encodeObjsetPhys } from './objset-phys.js';
+import { blockBuffers } from './block-buffers.js';
 import { ReadAhead } from './read-ahead.js';
 import { lookupBlock, syncTree } from './tree.js';
 import { type BlockPointer, BlockType, HOLE, type ObjectId, type Txg, isHole, objectId } from './types.js';
@@ -246,7 +247,9 @@ export class ObjectSet {
    * the copy cost as much as the checksum.
    */
   async viewBlock(obj: ObjectId, blockId: number, blockShift: number, upTo?: Txg): Promise<Uint8Array> {
-    return fitted((await this.findBlock(obj, blockId, blockShift, upTo, false)).block, 1 << blockShift);
+    const found = await this.findBlock(obj, blockId, blockShift, upTo, false);
+    if (found.shared) blockBuffers.markShared(found.block);
+    return fitted(found.block, 1 << blockShift);
   }
 
   /**
@@ -339,6 +342,12 @@ export class ObjectSet {
     this.root = root;
     for (const [obj, d] of synced) this.cacheDnode(obj, d);
     this.layers.pop();
+    // The txg's user data blocks are on disk and its layer is gone: their buffers are reused
+    // (unless a reader was given a view of one; block-buffers.ts).
+    for (const od of layer.objects.values()) {
+      if (dataTypeOf(od.header.type) !== BlockType.data) continue;
+      for (const block of od.blocks.values()) blockBuffers.give(block);
+    }
     return root;
   }
 

@@ -134,6 +134,8 @@ export async function syncTree(
         level,
         checksumKind: meta.checksumKind,
         fill,
+        // One copy for user data, so the block store never caches its buffer: the engine reuses
+        // it once the txg is on disk (block-buffers.ts).
         copies: level === 0 && meta.dataType === BlockType.data ? 1 : 2,
         ...(pointers === undefined ? {} : { pointers }),
       },

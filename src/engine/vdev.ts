@@ -72,6 +72,8 @@ export interface LeafSpec {
 export const DISK_WRITES_IN_FLIGHT_MAX = 2;
 /** Largest merged write. */
 const MERGED_WRITE_BYTES_MAX = 4 * 1024 * 1024;
+/** Merge buffers one leaf keeps for reuse (fresh memory costs more than the copy into it). */
+const MERGE_BUFFERS_SPARE_MAX = DISK_WRITES_IN_FLIGHT_MAX + 2;
 
 interface PendingWrite {
   readonly at: number;
@@ -93,6 +95,8 @@ export class Leaf {
   readonly counters: IoCounters = zeroCounters();
   private writesInFlight = 0;
   private waiting: PendingWrite[] = [];
+  /** Merge buffers of MERGED_WRITE_BYTES_MAX no write is using (the disk gave them back). */
+  private readonly mergeSpare: Uint8Array[] = [];
 
   constructor(spec: LeafSpec) {
     this.disk = spec.disk;
@@ -122,19 +126,41 @@ export class Leaf {
    */
   private async issue(run: readonly PendingWrite[]): Promise<void> {
     this.writesInFlight++;
+    // A merged run is copied into a reused buffer, which is ours again once the disk's write
+    // settles (Disk.write uses `data` only until then) and goes back to mergeSpare.
+    let merged: Uint8Array | null = null;
     try {
       const first = run[0];
       assert(first !== undefined);
-      const bytes = run.length === 1 ? first.data : concatBytes(run.map((w) => w.data));
-      await this.disk.write(first.at, bytes);
+      merged = run.length === 1 ? null : this.merge(run);
+      await this.disk.write(first.at, merged ?? first.data);
       for (const w of run) w.done();
     } catch (e) {
       for (const w of run) w.fail(e);
       throw e;
     } finally {
+      const spare = merged?.buffer;
+      if (spare !== undefined && spare.byteLength === MERGED_WRITE_BYTES_MAX && this.mergeSpare.length < MERGE_BUFFERS_SPARE_MAX) {
+        this.mergeSpare.push(new Uint8Array(spare));
+      }
       this.writesInFlight--;
       this.drain();
     }
+  }
+
+  /** The bytes of `run` back to back, in a spare merge buffer when they fit one. */
+  private merge(run: readonly PendingWrite[]): Uint8Array {
+    let total = 0;
+    for (const w of run) total += w.data.length;
+    if (total > MERGED_WRITE_BYTES_MAX) return concatBytes(run.map((w) => w.data));
+    const buf = this.mergeSpare.pop() ?? new Uint8Array(MERGED_WRITE_BYTES_MAX);
+    assert(buf.length === MERGED_WRITE_BYTES_MAX && buf.byteOffset === 0);
+    let at = 0;
+    for (const w of run) {
+      buf.set(w.data, at);
+      at += w.data.length;
+    }
+    return buf.subarray(0, total);
   }
 
   private drain(): void {

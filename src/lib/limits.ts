@@ -58,4 +58,14 @@ export const limits = {
    * 0.16 s per GiB at 16 KiB, 1.1 s at 64 KiB).
    */
   rpcPlainFrameBytes: 16 * 1024,
+
+  // Send and receive streams over pipes (src/node/cli-stream.ts).
+  /** Bytes of one reused buffer `recv` reads its standard input into. */
+  streamReadChunkBytes: 4 * 1024 * 1024,
+  /** Chunks `recv` reads ahead of the decoder. */
+  streamReadAheadChunks: 8,
+  /** Free read buffers `recv` keeps for reuse; more are dropped. */
+  streamReadSpareChunksMax: 16,
+  /** Stream bytes `send` may have queued on a non-blocking standard output but not yet written. */
+  streamWriteQueuedBytesMax: 8 * 1024 * 1024,
 } as const;

@@ -46,7 +46,7 @@ function parseBytes(text: string): number {
 }
 
 /** A local file error as a coded error naming the file; anything unknown comes back as it was. */
-function fsError(e: unknown, path: string): Error {
+export function fsError(e: unknown, path: string): Error {
   switch ((e as NodeJS.ErrnoException | undefined)?.code) {
     case 'ENOENT':
       return mpError('ENOENT', `${path}: no such file or folder`, { path }, e);

@@ -5,6 +5,10 @@
 // must be different pools (one process holds a pool at a time); in a daemon both run on the
 // resident pools (see withPool), so there one pool may feed itself.
 // `send --to` pushes to another node instead (replicate.ts).
+// On the process's own stdin, recv reads into a small set of reused buffers (StdinChunks,
+// process-stdio.ts) that receiveStream hands back once the records decoded from them are
+// applied, so the bytes of a stream never pass through new buffers on their way to the dataset's
+// dirty blocks; on its own stdout, send writes each frame's parts with one gathering write.
 // Registered on the program by buildProgram in cli.ts.
 
 import type { Command } from 'commander';
@@ -13,6 +17,7 @@ import { mpError } from '../lib/index.js';
 import { receiveStream } from '../sync/index.js';
 import { type CliIo, arg, home, poolOf, usage, withDsl } from './cli-common.js';
 import { oneWriterPerDataset, withInput, withStdout } from './cli-data.js';
+import { StdinChunks, StdoutParts, ownStdin, ownStdout } from './process-stdio.js';
 import { type ReplicationEvent, localNode } from './node-config.js';
 import { withPool } from './pool-open.js';
 import { RETRIES_DEFAULT, parseTarget } from './replicate-target.js';
@@ -130,13 +135,22 @@ function addSend(program: Command, io: CliIo): void {
         }
         const report = progress(io, o.verbose, `send ${to}:`);
         let sent = 0;
-        await withStdout(io, async (write) => {
-          for await (const frame of source.frames()) {
-            await write(frame);
-            sent += frame.length;
+        if (io.stdout === undefined && ownStdout()) {
+          const out = new StdoutParts(1);
+          for await (const parts of source.frameParts()) {
+            sent += await out.write(parts);
             report(sent);
           }
-        });
+          await out.finish();
+        } else {
+          await withStdout(io, async (write) => {
+            for await (const frame of source.frames()) {
+              await write(frame);
+              sent += frame.length;
+              report(sent);
+            }
+          });
+        }
         report(sent, true);
       });
     });
@@ -163,15 +177,16 @@ function addRecv(program: Command, io: CliIo): void {
         return;
       }
       const report = progress(io, o.verbose, `recv ${dataset}:`);
-      await withInput(undefined, io, (chunks) =>
+      const receive = (chunks: AsyncIterable<Uint8Array>, recycle?: (chunk: Uint8Array) => void): Promise<void> =>
         withPool(home(cmd), poolOf(dataset), async (pool) => {
-          const result = await oneWriterPerDataset(home(cmd), dataset, () =>
-            receiveStream(pool, dataset, chunks, { force: o.force, resumable: o.s, progress: (p) => report(p.dataBytes) }),
-          );
+          const options = { force: o.force, resumable: o.s, progress: (p: { dataBytes: number }) => report(p.dataBytes), ...(recycle === undefined ? {} : { recycle }) };
+          const result = await oneWriterPerDataset(home(cmd), dataset, () => receiveStream(pool, dataset, chunks, options));
           report(result.dataBytes, true);
           if (o.verbose) io.err.write(`received ${result.snapshot} (${result.records} records)\n`);
-        }),
-      );
+        });
+      if (io.stdin !== undefined || !ownStdin()) return withInput(undefined, io, (chunks) => receive(chunks));
+      const stdin = new StdinChunks(0);
+      await receive(stdin, (chunk) => stdin.recycle(chunk));
     });
 }
 

@@ -4,7 +4,7 @@
 // Called by cli-stream.ts, replicate.ts and daemon-methods.ts.
 
 import { type Pool, parseName } from '../engine/index.js';
-import { type SendPlan, decodeResumeToken, estimateSend, packageSnapshots, sendPlan, sendStream } from '../sync/index.js';
+import { type SendPlan, decodeResumeToken, estimateSend, packageSnapshots, sendPlan, sendStream, sendStreamParts } from '../sync/index.js';
 
 export interface SendRequest {
   /** pool/ds@snap; taken from the token when absent. */
@@ -21,6 +21,8 @@ export interface SendSource {
   readonly to: string;
   readonly plans: readonly SendPlan[];
   frames(): AsyncGenerator<Uint8Array, void, undefined>;
+  /** The same frames, each as parts to write back to back (a WRITE's data uncopied). */
+  frameParts(): AsyncGenerator<readonly Uint8Array[], void, undefined>;
   estimate(): Promise<number>;
 }
 
@@ -47,6 +49,9 @@ export async function sendSource(pool: Pool, request: SendRequest): Promise<Send
     plans,
     async *frames() {
       for (const [i, plan] of plans.entries()) yield* sendStream(pool, plan, { more: i < plans.length - 1 });
+    },
+    async *frameParts() {
+      for (const [i, plan] of plans.entries()) yield* sendStreamParts(pool, plan, { more: i < plans.length - 1 });
     },
     async estimate() {
       let bytes = 0;

@@ -34,5 +34,5 @@ export { receiveRecords } from './receive.js';
 export type { ReceiveOptions, ReceiveProgress, ReceiveResult } from './receive.js';
 export { decodeResumeToken, encodeResumeToken, planResume } from './resume-token.js';
 export type { ResumeToken } from './resume-token.js';
-export { estimateSend, packageSnapshots, receiveStream, sendPackage, sendPlan, sendStream } from './stream.js';
-export type { StreamSendOptions } from './stream.js';
+export { estimateSend, packageSnapshots, receiveStream, sendPackage, sendPlan, sendStream, sendStreamParts } from './stream.js';
+export type { ReceiveStreamOptions, StreamSendOptions } from './stream.js';

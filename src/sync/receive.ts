@@ -45,11 +45,21 @@ const DATASET_OBJECT_TYPES: ReadonlySet<number> = new Set([ObjectType.plain, Obj
 const RECORDS_PER_TX = 256;
 const BATCH_BYTES_MAX = 8 * 1024 * 1024;
 
+/** What a caller that owns the records' buffers learns while they are applied (stream.ts). */
+export interface ReceiveHooks {
+  /**
+   * Called after each batch is applied: every record taken from `records` so far has then been
+   * applied, and the data of its WRITE (copied into the dataset's dirty blocks) is no longer
+   * referenced, so the buffers it was decoded from may be reused.
+   */
+  readonly applied?: () => void;
+}
+
 /**
  * Receives the records of one stream (BEGIN first, END last, as the decoder checked them) into
  * dataset `target` of `pool`.
  */
-export async function receiveRecords(pool: Pool, target: string, records: AsyncIterable<StreamRecord>, options: ReceiveOptions = {}): Promise<ReceiveResult> {
+export async function receiveRecords(pool: Pool, target: string, records: AsyncIterable<StreamRecord>, options: ReceiveOptions = {}, hooks: ReceiveHooks = {}): Promise<ReceiveResult> {
   parseName(target, ['dataset']);
   const it = records[Symbol.asyncIterator]();
   const first = await it.next();
@@ -111,6 +121,7 @@ export async function receiveRecords(pool: Pool, target: string, records: AsyncI
         }
       }
       if (batch.length > 0) await applyBatch(batch);
+      hooks.applied?.();
       if (broken !== null) throw broken;
     }
     await pool.dsl.receiveEnd(target, { name: snapName, guid: begin.toGuid, creationMs: begin.creationMs });

@@ -9,8 +9,11 @@
 //
 // Memory: at most one frame (limits.streamRecordBytesMax, refused from its length prefix before
 // anything is allocated) plus the caller's current chunk, which the decoder references without
-// copying until next() returns undefined. Records are decoded from a fresh array per frame, so
-// they never alias the caller's chunks.
+// copying until next() returns undefined. A frame that lies whole in one chunk is decoded where it
+// lies, so its record's byte fields (a WRITE's data) are views into the caller's chunk: the caller
+// keeps the chunk unchanged while it uses those records (receiveStream hands a chunk back to its
+// producer only after its records are applied). A frame split across chunks is gathered into a
+// fresh array of its own.
 
 import { Fletcher4, MirrorpoolError, assert, bytesEqual, limits, mpError } from '../lib/index.js';
 import { decodeRecord } from './stream-format.js';

@@ -7,8 +7,8 @@
 // (EINVAL, or ECKSUM for a WRITE whose data no longer matches its checksum) changes nothing, and
 // the caller may go on. Used by the sender; one encoder per stream.
 
-import { Fletcher4, assert, limits, mpError } from '../lib/index.js';
-import { encodeRecord } from './stream-format.js';
+import { Fletcher4, assert, concatBytes, limits, mpError } from '../lib/index.js';
+import { encodeRecord, encodeWriteParts } from './stream-format.js';
 import { RecordKind, emptyRecordCounts, recordKindName } from './stream-record.js';
 import type { EndRecord, RecordCounts, StreamRecord } from './stream-record.js';
 import { StreamOrder } from './stream-order.js';
@@ -37,11 +37,34 @@ export class StreamEncoder {
 
   /** The frame of `r` (a new array the caller owns). END comes from end(), not from here. */
   encode(r: StreamRecord): Uint8Array {
+    const parts = this.encodeParts(r);
+    return parts.length === 1 && parts[0] !== undefined ? parts[0] : concatBytes(parts);
+  }
+
+  /**
+   * The frame of `r` as parts to write back to back. A WRITE's data is not copied: its frame is
+   * [length prefix and head, r.data, checksum field], so the caller must keep r.data unchanged
+   * until the parts are written. Other records are one new array the caller owns.
+   */
+  encodeParts(r: StreamRecord): readonly Uint8Array[] {
     if (r.kind === RecordKind.end) throw mpError('EINVAL', 'END is written by StreamEncoder.end()', {});
-    const body = encodeRecord(r);
+    if (r.kind !== RecordKind.write) {
+      const body = encodeRecord(r);
+      this.order.accept(r);
+      this.running.update(body);
+      return [this.frame(r, body)];
+    }
+    const { head, tail } = encodeWriteParts(r);
     this.order.accept(r);
-    this.running.update(body);
-    return this.frame(r, body);
+    const bodyBytes = head.length + r.data.length + tail.length;
+    assert(bodyBytes <= limits.streamRecordBytesMax);
+    const first = new Uint8Array(FRAME_PREFIX_BYTES + head.length);
+    new DataView(first.buffer).setUint32(0, bodyBytes, true);
+    first.set(head, FRAME_PREFIX_BYTES);
+    this.running.update(head).update(r.data).update(tail);
+    this.frameBytes += FRAME_PREFIX_BYTES + bodyBytes;
+    this.recordCounts.write++;
+    return [first, r.data, tail];
   }
 
   /** The END frame: the running checksum of everything before it and BEGIN's toGuid. */

@@ -26,7 +26,7 @@ import {
   STREAM_MAGIC,
   STREAM_VERSION,
 } from './stream-record.js';
-import type { BeginRecord, StreamRecord } from './stream-record.js';
+import type { BeginRecord, StreamRecord, WriteRecord } from './stream-record.js';
 
 /** Field order on the wire, after the kind. Never reorder: append a version instead. */
 export const FIELDS: Readonly<Record<RecordKind, readonly string[]>> = {
@@ -69,6 +69,75 @@ export function encodeRecord(r: StreamRecord): Uint8Array {
   out.set(packed);
   assert(out.length <= limits.streamRecordBytesMax, `encoded ${RECORD_KIND_LABELS[r.kind]} exceeds the record bound`);
   return out;
+}
+
+/**
+ * The bytes of WRITE record `r` without a copy of its data: `head` (the array header, kind,
+ * object, offset and the data's bin header) and `tail` (the checksum field), so that head, r.data
+ * and tail back to back are exactly encodeRecord(r). Same checks and errors as encodeRecord.
+ * A sender writes the data from the buffer it was read into.
+ */
+export function encodeWriteParts(r: WriteRecord): { readonly head: Uint8Array; readonly tail: Uint8Array } {
+  const fields = toFields(r);
+  fromFields(fields, 'EINVAL');
+  const head = new Uint8Array(WRITE_HEAD_BYTES_MAX);
+  head[0] = 0x90 + fields.length;
+  head[1] = RecordKind.write;
+  let at = packUint(head, 2, r.object);
+  at = packUint(head, at, r.offset);
+  const length = r.data.length;
+  const view = new DataView(head.buffer);
+  if (length < 0x100) {
+    head[at++] = 0xc4;
+    head[at++] = length;
+  } else if (length < 0x10000) {
+    head[at++] = 0xc5;
+    view.setUint16(at, length);
+    at += 2;
+  } else {
+    head[at++] = 0xc6;
+    view.setUint32(at, length);
+    at += 4;
+  }
+  const tail = new Uint8Array(2 + STREAM_CHECKSUM_BYTES);
+  tail[0] = 0xc4;
+  tail[1] = STREAM_CHECKSUM_BYTES;
+  tail.set(r.checksum, 2);
+  assert(at + length + tail.length <= limits.streamRecordBytesMax, 'encoded WRITE exceeds the record bound');
+  return { head: head.subarray(0, at), tail };
+}
+
+/** Bytes of a WRITE head at most: array, kind, two ints of up to 9 bytes, a bin32 header. */
+const WRITE_HEAD_BYTES_MAX = 2 + 9 + 9 + 5;
+
+/** A non-negative safe integer at `at` as msgpackr packs it; returns the position after it. */
+function packUint(out: Uint8Array, at: number, n: number): number {
+  assert(Number.isSafeInteger(n) && n >= 0);
+  if (n < 0x80) {
+    out[at] = n;
+    return at + 1;
+  }
+  if (n < 0x100) {
+    out[at] = 0xcc;
+    out[at + 1] = n;
+    return at + 2;
+  }
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  if (n < 0x10000) {
+    out[at] = 0xcd;
+    view.setUint16(at + 1, n);
+    return at + 3;
+  }
+  if (n <= 0xffff_ffff) {
+    out[at] = 0xce;
+    view.setUint32(at + 1, n);
+    return at + 5;
+  }
+  // Above 32 bits msgpackr picks the form (a float64 for a safe integer); take its bytes.
+  const packed = packr.pack(n);
+  assert(packed.length <= 9);
+  out.set(packed, at);
+  return at + packed.length;
 }
 
 /**

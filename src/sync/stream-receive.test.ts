@@ -27,7 +27,49 @@ async function streamOf(pool: Pool, to: string, from?: string): Promise<Uint8Arr
   return collect(sendStream(pool, await sendPlan(pool, to, from === undefined ? {} : { from })));
 }
 
+/**
+ * `bytes` in chunks of random sizes, each copied into a buffer of its own that recycle() takes
+ * back and scribbles over at once: a chunk recycled while a record still referenced it would
+ * corrupt the received data. Counts the recycled chunks and refuses a chunk recycled twice.
+ */
+function scribbledChunks(bytes: Uint8Array, seed: number): { source: AsyncIterable<Uint8Array>; recycle: (chunk: Uint8Array) => void; recycled: () => number } {
+  const lent = new Set<Uint8Array>();
+  let recycled = 0;
+  async function* source(): AsyncGenerator<Uint8Array> {
+    for await (const piece of chunks(bytes, seed)) {
+      const own = piece.slice();
+      lent.add(own);
+      yield own;
+    }
+  }
+  return {
+    source: source(),
+    recycle(chunk) {
+      expect(lent.delete(chunk), 'a chunk is handed back once').toBe(true);
+      chunk.fill(0xa5);
+      recycled++;
+    },
+    recycled: () => recycled,
+  };
+}
+
 describe('streams as bytes', () => {
+  it('hands chunks back only after their records are applied (recycled chunks are overwritten at once)', async () => {
+    const src = await source(9);
+    const full = await streamOf(src, 'src/d@1');
+    const inc = await streamOf(src, 'src/d@2', 'src/d@1');
+    const dst = await simPool('dst', 10);
+    for (const [i, bytes] of [full, inc].entries()) {
+      const c = scribbledChunks(bytes, 30 + i);
+      await receiveStream(dst, 'dst/d', c.source, { recycle: c.recycle });
+      expect(c.recycled()).toBeGreaterThan(0);
+    }
+    expect(await content(dst, 'dst/d')).toBe(await content(src, 'src/d@2'));
+    expect(await content(dst, 'dst/d@1')).toBe(await content(src, 'src/d@1'));
+    await dst.checkInvariants();
+  });
+
+
   it('estimates the exact size of full and incremental streams', async () => {
     const src = await source(3);
     for (const [to, from] of [['src/d@1', undefined], ['src/d@2', 'src/d@1'], ['src/d@2', undefined]] as const) {

@@ -31,6 +31,19 @@ export async function* sendStream(pool: Pool, plan: SendPlan, options: { more?: 
 }
 
 /**
+ * sendStream as the parts of each frame (StreamEncoder.encodeParts): a WRITE's data is yielded as
+ * the buffer the block was read into, not copied into a frame. The consumer writes each frame's
+ * parts back to back, and is done with them before it asks for the next frame (the read buffers
+ * are not reused by the sender, so a consumer that keeps them longer holds memory, not a hazard).
+ */
+export async function* sendStreamParts(pool: Pool, plan: SendPlan, options: { more?: boolean } = {}): AsyncGenerator<readonly Uint8Array[], void, undefined> {
+  const encoder = new StreamEncoder();
+  yield encoder.encodeParts(beginRecord(plan, options.more === true));
+  for await (const r of changeRecords(pool, plan)) yield encoder.encodeParts(r);
+  yield [encoder.end()];
+}
+
+/**
  * The exact size of the stream of `plan`, found by the same walk without reading any data block
  * (`send --estimate`): a WRITE's frame does not depend on its bytes.
  */
@@ -67,20 +80,41 @@ export async function* sendPackage(pool: Pool, from: string, to: string): AsyncG
   }
 }
 
+export interface ReceiveStreamOptions extends ReceiveOptions {
+  /**
+   * Hands a chunk of `source` back to its producer once nothing decoded from it is referenced
+   * any more: the decoder has read past it and every record decoded from it has been applied.
+   * The producer may then refill it (a pool of reused buffers); until then it must not touch
+   * it. A chunk that also holds the start of the next stream of a package, and the chunks of a
+   * receive that fails, are never handed back (they are simply dropped).
+   */
+  readonly recycle?: (chunk: Uint8Array) => void;
+}
+
 /**
  * Receives the stream in `source` (chunks of any size) into dataset `target`; a package of
  * streams (`send -I`) is received one stream after another, each one atomic on its own. Bytes
  * after the END of a stream not marked `package` are EPROTO before anything is committed.
  * Returns the last stream's result.
  */
-export async function receiveStream(pool: Pool, target: string, source: AsyncIterable<Uint8Array>, options: ReceiveOptions = {}): Promise<ReceiveResult> {
+export async function receiveStream(pool: Pool, target: string, source: AsyncIterable<Uint8Array>, options: ReceiveStreamOptions = {}): Promise<ReceiveResult> {
   const input = source[Symbol.asyncIterator]();
+  const { recycle, ...receiveOptions } = options;
   let carry: Uint8Array = new Uint8Array(0);
   for (;;) {
     const decoder = new StreamDecoder({ stopAtEnd: true });
     const first = carry;
+    // Chunks the decoder has read past whose records may still wait in a batch not yet applied.
+    let passed: Uint8Array[] = [];
+    const applied = (): void => {
+      if (recycle === undefined) return;
+      const done = passed;
+      passed = [];
+      for (const chunk of done) recycle(chunk);
+    };
     const records = async function* (): AsyncGenerator<StreamRecord, void, undefined> {
       if (first.length > 0) decoder.push(first);
+      let current: Uint8Array | null = null;
       for (;;) {
         for (let r = decoder.next(); r !== undefined; r = decoder.next()) yield r;
         if (decoder.ended && ((decoder.begin?.features ?? 0) & StreamFeature.package) !== 0) return;
@@ -92,15 +126,19 @@ export async function receiveStream(pool: Pool, target: string, source: AsyncIte
           if (rest.length > 0 || next.done !== true) throw mpError('EPROTO', 'bytes after END', { consumedBytes: decoder.consumedBytes });
           return;
         }
+        // next() returned undefined: the decoder holds nothing of the current chunk any more
+        // (a frame split across chunks is gathered into a buffer of its own).
+        if (current !== null) passed.push(current);
         const next = await input.next();
         if (next.done === true) {
           decoder.finish();
           return;
         }
+        current = next.value;
         decoder.push(next.value);
       }
     };
-    const result = await receiveRecords(pool, target, records(), options);
+    const result = await receiveRecords(pool, target, records(), receiveOptions, { applied });
     if (((decoder.begin?.features ?? 0) & StreamFeature.package) === 0) return result;
     carry = decoder.takeRest();
     while (carry.length === 0) {

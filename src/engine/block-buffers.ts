@@ -1,0 +1,59 @@
+// Reused buffers for whole dirty data blocks. On the VMs this runs on, touching fresh memory costs
+// far more than copying into memory touched before, and a sequential write (a receive above all)
+// otherwise takes a fresh buffer for every block it dirties. dmu.write takes its whole-block
+// buffers here; ObjectSet.syncTxg gives back the data blocks of a txg once that txg is on disk.
+//
+// Ownership, the one rule that keeps this safe: a buffer is given back only when nothing can
+// still reference it. Dirty blocks of user data (written once, never cached: the block cache
+// keeps only blocks with ditto copies) are referenced by their txg layer, by the sync writing
+// them (over by then), and by readers given a view of them (viewBlock). Such views mark the
+// buffer as shared and a shared buffer is never given back; it is left to the garbage collector.
+// take() hands out a buffer whose old bytes the caller overwrites whole before anyone reads it.
+
+import { assert } from '../lib/index.js';
+
+/** Bytes of spare buffers kept; more are dropped. About one txg of dirty data (dirtySyncBytes). */
+export const BLOCK_BUFFERS_SPARE_BYTES_MAX = 64 * 1024 * 1024;
+
+class BlockBuffers {
+  private readonly spare = new Map<number, Uint8Array[]>();
+  private spareBytes = 0;
+  /** Buffers readers were given views of: never reused. */
+  private readonly shared = new WeakSet<ArrayBuffer>();
+
+  /** A buffer of `bytes` whose contents are garbage: the caller overwrites all of it. */
+  take(bytes: number): Uint8Array | null {
+    const list = this.spare.get(bytes);
+    const buf = list?.pop();
+    if (buf === undefined) return null;
+    this.spareBytes -= bytes;
+    assert(buf.length === bytes && buf.byteOffset === 0 && buf.buffer.byteLength === bytes);
+    return buf;
+  }
+
+  /** Marks `buf` as seen by a reader: give() will ignore it. */
+  markShared(buf: Uint8Array): void {
+    this.shared.add(buf.buffer as ArrayBuffer);
+  }
+
+  /**
+   * Gives back a dirty data block nothing references any more (see the header). Views into a
+   * larger buffer, shared buffers and buffers past the spare bound are ignored.
+   */
+  give(buf: Uint8Array): void {
+    const bytes = buf.length;
+    if (buf.byteOffset !== 0 || buf.buffer.byteLength !== bytes || this.shared.has(buf.buffer as ArrayBuffer)) return;
+    if (this.spareBytes + bytes > BLOCK_BUFFERS_SPARE_BYTES_MAX) return;
+    let list = this.spare.get(bytes);
+    if (list === undefined) {
+      list = [];
+      this.spare.set(bytes, list);
+    }
+    assert(!list.includes(buf), 'BlockBuffers: a buffer given back twice');
+    list.push(buf);
+    this.spareBytes += bytes;
+  }
+}
+
+/** The process's reused dirty-block buffers (plain memory: sharing them across pools is harmless). */
+export const blockBuffers = new BlockBuffers();
