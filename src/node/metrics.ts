@@ -98,7 +98,7 @@ function codeLabel(code: string): string {
 
 function transportMetrics(registry: Registry): TransportEvents {
   const registers = [registry];
-  const connections = new Gauge({ name: 'mirrorpool_transport_connections', help: 'Connections open now, peers and clients.', registers });
+  const connections = new Gauge({ name: 'mirrorpool_transport_connections', help: 'Connections open now, peers and clients, those still authenticating included.', registers });
   const opened = new Counter({ name: 'mirrorpool_transport_connections_total', help: 'Connections opened, accepted or dialled.', registers });
   const requests = new Counter({
     name: 'mirrorpool_transport_requests_total', help: 'Requests served and calls made, by method and result code (OK or an error code).',
