@@ -11,8 +11,9 @@
 //     copy of the base tree: time ratio, target <= 0.2x;
 //   - the same change replicated between two running nodes (`send --to`, asked of the sending
 //     node by a client that is already connected), against the same rsync.
-// rsync must be installed (Debian: apt-get install rsync). Everything lives in a fresh folder
-// under os.tmpdir(), removed afterwards. Run after `npm run build` (the CLI runs from dist/).
+// MIRRORPOOL_BENCH_STREAM_INCREMENTAL_ONLY=1 stops after the in-process figures (full and
+// incremental sends). rsync must be installed (Debian: apt-get install rsync). Everything lives
+// in a fresh folder under os.tmpdir(), removed afterwards. Run after `npm run build` (the CLI runs from dist/).
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -148,6 +149,14 @@ async function replicateBetweenNodes(dir: string, srcPath: string, dstPath: stri
   }
 }
 
+/** The figure of one incremental send against the full send. */
+function incrementalFigure(x: { fraction: number; ms: number }, fullMs: number): Figure {
+  return figure({
+    suite: SUITE, name: `incremental send, ${x.fraction * 100}% of 1 GiB changed`, value: x.ms, unit: 'ms',
+    versus: { label: 'full send', value: fullMs }, target: { op: '<=', ratio: x.fraction === 0.01 ? 0.05 : Math.min(1, x.fraction * 5) },
+  });
+}
+
 export async function run(): Promise<Figure[]> {
   if (spawnSync('rsync', ['--version']).status !== 0) throw new Error('bench: rsync is not installed (Debian: apt-get install rsync)');
   const dir = await mkdtemp(join(tmpdir(), 'mirrorpool-bench-stream-'));
@@ -188,6 +197,7 @@ export async function run(): Promise<Figure[]> {
       prev = snap;
     }
     await pool.export();
+    if (process.env.MIRRORPOOL_BENCH_STREAM_INCREMENTAL_ONLY === '1') return incs.map((x) => incrementalFigure(x, full.ms));
     // Real processes from here: register the source pool and make the target pool.
     cli(home, ['pool', 'import', '--dir', srcPath, 'src']);
     cli(home, ['pool', 'create', '--size', '3G', 'dst', join(dir, 'dst.img')]);
@@ -225,12 +235,7 @@ export async function run(): Promise<Figure[]> {
     const check = await readFile(join(mirror, 'k0'));
     if (check.length !== KEY_BYTES) throw new Error('bench: rsync left a short file');
     return [
-      ...incs.map((x) =>
-        figure({
-          suite: SUITE, name: `incremental send, ${x.fraction * 100}% of 1 GiB changed`, value: x.ms, unit: 'ms',
-          versus: { label: 'full send', value: full.ms }, target: { op: '<=', ratio: x.fraction === 0.01 ? 0.05 : Math.min(1, x.fraction * 5) },
-        }),
-      ),
+      ...incs.map((x) => incrementalFigure(x, full.ms)),
       figure({
         suite: SUITE, name: 'send | recv, full 1 GiB, two processes', value: streamBytes / MiB / (pipeMs / 1000), unit: 'MiB/s',
         versus: { label: 'file copy + fsync', value: streamBytes / MiB / (copyMs / 1000) }, target: { op: '>=', ratio: 0.5 },

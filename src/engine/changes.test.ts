@@ -43,4 +43,31 @@ describe('changes since a txg', () => {
     expect(freed.length).toBeGreaterThan(0);
     await pool.export();
   });
+
+  it('reports an unchanged neighbour as an object only and a deep tree by its changed blocks alone', async () => {
+    const m = simMachine(22);
+    const pool = await createSimPool(m);
+    await pool.dsl.create('tank/a', new Map([['recordsize', '4K']]));
+    // 1 MiB of 4 KiB blocks: 256 blocks, two levels of indirect blocks.
+    for (let i = 0; i < 3; i++) await putKey(pool, 'tank/a', `k${i}`, pattern(i, 1024 * 1024));
+    await pool.dsl.snapshot('tank/a@1');
+    const full = await events(pool, 'tank/a@1', 0);
+    const objectOf = (key: number): number => {
+      const objects = full.filter((e) => e.kind === 'object').map((e) => (e.kind === 'object' ? e.object : -1));
+      return objects[objects.length - 3 + key] ?? -1;
+    };
+    expect(full.filter((e) => e.kind === 'data' && e.object === objectOf(1)).length).toBe(256);
+    await pool.dsl.withView('tank/a', 'write', async (v) => {
+      await keyed.writeKey(v, () => pool.assign(), 'k1', 200 * 4096, pattern(98, 4096));
+    });
+    await pool.dsl.snapshot('tank/a@2');
+    const inc = await events(pool, 'tank/a@2', await txgOf(pool, 'tank/a@1'));
+    const of = (object: number): ChangeEvent[] => inc.filter((e) => 'object' in e && e.object === object);
+    expect(of(objectOf(1)).map((e) => e.kind)).toEqual(['object', 'data']);
+    expect(of(objectOf(1)).find((e) => e.kind === 'data')).toMatchObject({ blockId: 200 });
+    // The neighbours share k1's dnode block, so they are sent again, without any of their blocks.
+    expect(of(objectOf(0)).map((e) => e.kind)).toEqual(['object']);
+    expect(of(objectOf(2)).map((e) => e.kind)).toEqual(['object']);
+    await pool.export();
+  });
 });

@@ -13,6 +13,11 @@
 //                written: receivers free the range, which is harmless when it is already free).
 // Holes carry no birth txg, so an incremental walk reports every hole under a changed indirect
 // block, old or new; a full walk (fromTxg 0) reports none (a new object has no data yet).
+//
+// Reads: the dnode blocks under a changed indirect block of the dnode array are asked for
+// together, and so are the top indirect blocks of one dnode block's changed objects (each object's
+// walk then takes its pointers from that request, not a second one). An object whose tree is not
+// newer than fromTxg costs its OBJECT event only, no walk.
 
 import { assert } from '../lib/index.js';
 import type { BlockStore } from './block-store.js';
@@ -34,32 +39,61 @@ export interface ChangeOptions {
   readonly fromObject?: number;
 }
 
+/** Which tree walkTree walks, and its top block's pointers when they were already asked for. */
+interface TreeRef {
+  readonly what: string;
+  readonly object: number;
+  readonly top?: Promise<readonly BlockPointer[]> | undefined;
+}
+
+/** Whether `bp` is a block (not a hole) born after fromTxg. */
+function changed(bp: BlockPointer, fromTxg: number): boolean {
+  return !isHole(bp) && bp.birth > fromTxg;
+}
+
 type TreeItem = { blockId: number; bp: BlockPointer } | { holeFrom: number; holeBlocks: number };
 
 /**
  * Walks one tree of `blocks` level-0 blocks: those born after fromTxg, and (incremental walks
  * only) the holes under changed indirect blocks, as block ranges.
  */
-async function* walkTree(store: BlockStore, top: BlockPointer, blocks: number, fromTxg: number, what: string, object: number): AsyncGenerator<TreeItem, void, undefined> {
-  async function* visit(bp: BlockPointer, base: number, width: number): AsyncGenerator<TreeItem, void, undefined> {
-    if (base >= blocks) return;
-    if (isHole(bp)) {
-      if (fromTxg > 0) yield { holeFrom: base, holeBlocks: Math.min(width, blocks - base) };
-      return;
-    }
-    if (bp.birth <= fromTxg) return;
-    if (bp.level === 0) {
-      yield { blockId: base, bp };
-      return;
-    }
+async function* walkTree(store: BlockStore, top: BlockPointer, blocks: number, fromTxg: number, tree: TreeRef): AsyncGenerator<TreeItem, void, undefined> {
+  const { what, object } = tree;
+  // Only changed indirect blocks get a generator of their own: holes, pruned subtrees, data
+  // blocks and the unused pointers past the end of the tree are settled in the parent's loop.
+  const near = (bp: BlockPointer, base: number, width: number): TreeItem | null => {
+    if (isHole(bp)) return fromTxg > 0 ? { holeFrom: base, holeBlocks: Math.min(width, blocks - base) } : null;
+    if (bp.birth <= fromTxg) return null;
+    assert(bp.level === 0);
+    return { blockId: base, bp };
+  };
+  async function* visit(bp: BlockPointer, base: number): AsyncGenerator<TreeItem, void, undefined> {
     assert(bp.type === BlockType.indirect, `${what} object ${object}: indirect block expected at level ${bp.level}`);
-    const kids = await store.readPointers(bp, { what, object });
+    // The top block's pointers may already be on their way (read ahead with its dnode block).
+    const kids = await (bp === top && tree.top !== undefined ? tree.top : store.readPointers(bp, { what, object }));
     const childWidth = kids.length ** (bp.level - 1);
     // The dnode blocks of a changed part of the dnode array are read together, not one by one.
-    if (object === 0 && bp.level === 1) for (const kid of kids) if (!isHole(kid) && kid.birth > fromTxg) prefetch(store.read(kid, { what, object }));
-    for (const [i, kid] of kids.entries()) yield* visit(kid, base + i * childWidth, childWidth);
+    if (object === 0 && bp.level === 1) for (const kid of kids) if (changed(kid, fromTxg)) prefetch(store.read(kid, { what, object }));
+    for (let i = 0; i < kids.length; i++) {
+      const kidBase = base + i * childWidth;
+      if (kidBase >= blocks) break;
+      const kid = kids[i];
+      assert(kid !== undefined);
+      if (kid.level > 0 && changed(kid, fromTxg)) {
+        yield* visit(kid, kidBase);
+        continue;
+      }
+      const item = near(kid, kidBase, childWidth);
+      if (item !== null) yield item;
+    }
   }
-  yield* visit(top, 0, blocks);
+  if (blocks <= 0) return;
+  if (top.level > 0 && changed(top, fromTxg)) {
+    yield* visit(top, 0);
+    return;
+  }
+  const item = near(top, 0, blocks);
+  if (item !== null) yield item;
 }
 
 /** Starts a read whose result a later await picks up from the cache or the read in flight. */
@@ -88,30 +122,41 @@ export async function* changesSince(store: BlockStore, root: BlockPointer, fromT
       freeRun = { first: start, count: end - start };
     }
   };
-  for await (const item of walkTree(store, meta.bp, meta.blocks, fromTxg, what, 0)) {
+  for await (const item of walkTree(store, meta.bp, meta.blocks, fromTxg, { what, object: 0 })) {
     if ('holeFrom' in item) {
       yield* freeObjects(item.holeFrom * DNODES_PER_BLOCK, item.holeBlocks * DNODES_PER_BLOCK);
       continue;
     }
     if ((item.blockId + 1) * DNODES_PER_BLOCK <= fromObject) continue;
     const block = await store.read(item.bp, { what, object: 0 });
-    // The top indirect blocks of this dnode block's changed objects are read together.
+    // Each dnode is decoded once; the top indirect blocks of this dnode block's changed objects
+    // are read together (one pointer array each, shared with the walk of that object below).
+    const dnodes: Dnode[] = [];
+    const tops = new Map<number, Promise<readonly BlockPointer[]>>();
     for (let slot = 0; slot < DNODES_PER_BLOCK; slot++) {
-      const d = decodeDnode(block, slot * DNODE_BYTES, { what, object: item.blockId * DNODES_PER_BLOCK + slot });
-      if (d.type !== ObjectType.none && !isHole(d.bp) && d.bp.level > 0 && d.bp.birth > fromTxg) prefetch(store.readPointers(d.bp, { what, object: slot }));
+      const object = item.blockId * DNODES_PER_BLOCK + slot;
+      const d = decodeDnode(block, slot * DNODE_BYTES, { what, object });
+      dnodes.push(d);
+      if (object === 0 || object < fromObject || d.type === ObjectType.none || !changed(d.bp, fromTxg) || d.bp.level === 0) continue;
+      const kids = store.readPointers(d.bp, { what, object });
+      prefetch(kids);
+      tops.set(slot, kids);
     }
     for (let slot = 0; slot < DNODES_PER_BLOCK; slot++) {
       const object = item.blockId * DNODES_PER_BLOCK + slot;
       if (object === 0 || object < fromObject) continue;
-      const dnode = decodeDnode(block, slot * DNODE_BYTES, { what, object });
+      const dnode = dnodes[slot];
+      assert(dnode !== undefined);
       if (dnode.type === ObjectType.none) {
         yield* freeObjects(object, 1);
         continue;
       }
       yield* flush();
       yield { kind: 'object', object, dnode };
+      // An object whose tree is older than fromTxg has nothing below it to report.
+      if (!isHole(dnode.bp) && dnode.bp.birth <= fromTxg) continue;
       let hole: { first: number; blocks: number } | null = null;
-      for await (const b of walkTree(store, dnode.bp, dnode.blocks, fromTxg, what, object)) {
+      for await (const b of walkTree(store, dnode.bp, dnode.blocks, fromTxg, { what, object, top: tops.get(slot) })) {
         if ('holeFrom' in b) {
           const blocks = b.holeBlocks;
           if (hole !== null && hole.first + hole.blocks === b.holeFrom) hole.blocks += blocks;

@@ -6,12 +6,20 @@
 // lets a cut-off stream resume from an object and offset (BEGIN.resumeObject/resumeOffset).
 // stream-encoder.ts frames them and adds END; receive.ts applies them.
 
-import { mpError } from '../lib/index.js';
+import { ChecksumKind, assert, mpError } from '../lib/index.js';
 import { type BlockPointer, type ChangeEvent, type Guid, type Pool, type Txg, changesSince, objectId, parseName, txg } from '../engine/index.js';
 import { type BeginRecord, RecordKind, StreamFeature, type StreamRecord, makeWriteRecord } from './stream-record.js';
 
-/** Data blocks read ahead of the consumer. */
-const SEND_READS_IN_FLIGHT = 16;
+/** Records made ahead of the consumer (their blocks being read). */
+const SEND_READS_IN_FLIGHT = 32;
+/**
+ * Records made ahead of the consumer in an incremental stream, where only those with data count
+ * against SEND_READS_IN_FLIGHT: the OBJECT records of a changed dnode block's unchanged objects
+ * (up to 31 per changed object) would otherwise leave one or two blocks being read at a time.
+ */
+const SEND_RECORDS_AHEAD_MAX = 1024;
+/** Largest run of back-to-back data blocks read with one disk read. */
+const SEND_RUN_BYTES_MAX = 1024 * 1024;
 /** What an estimate's WRITE records carry instead of data (a block is at most 1 MiB). */
 const ZEROS = new Uint8Array(1024 * 1024);
 
@@ -106,31 +114,97 @@ export async function* changeRecords(pool: Pool, plan: SendPlan, options: { read
 }
 
 /**
- * The records of the walk in order, with up to SEND_READS_IN_FLIGHT of them being made at once:
- * the disk reads the next blocks while the consumer encodes and sends the previous ones.
+ * The records of the walk in order, with up to SEND_READS_IN_FLIGHT of them being made at once
+ * (in an incremental stream: of those that read data, up to SEND_RECORDS_AHEAD_MAX records in
+ * all): the disk reads the next blocks while the consumer encodes and sends the previous ones. Data
+ * blocks that follow each other in one object are read as runs (one disk read of up to
+ * SEND_RUN_BYTES_MAX when they also lie back to back on disk; see readRun).
  */
 async function* walk(pool: Pool, plan: SendPlan, root: BlockPointer, readData: boolean): AsyncGenerator<StreamRecord, void, undefined> {
   let size = 0;
   let blockBytes = 0;
   const ahead: Promise<StreamRecord | null>[] = [];
-  for await (const e of changesSince(pool.store, root, plan.fromTxg, { fromObject: plan.resumeObject })) {
-    const made = recordOf(pool, e, readData, plan, { size, blockBytes });
+  // Records in `ahead` that read data (an incremental stream counts only those; a full one all).
+  const reading: boolean[] = [];
+  let readingCount = 0;
+  const push = (made: Promise<StreamRecord | null>, reads: boolean): void => {
     // A read that fails after the consumer stopped must not surface as an unhandled rejection.
     made.catch(() => undefined);
     ahead.push(made);
+    reading.push(reads);
+    if (reads) readingCount++;
+  };
+  const full = (): boolean => (plan.fromTxg === 0 ? ahead.length : readingCount) >= SEND_READS_IN_FLIGHT || ahead.length >= SEND_RECORDS_AHEAD_MAX;
+  const next = (): Promise<StreamRecord | null> | undefined => {
+    if (reading.shift() === true) readingCount--;
+    return ahead.shift();
+  };
+  let run: DataEvent[] = [];
+  const flush = (): void => {
+    if (run.length === 0) return;
+    for (const made of readRun(pool, run, { size, blockBytes })) push(made, true);
+    run = [];
+  };
+  for await (const e of changesSince(pool.store, root, plan.fromTxg, { fromObject: plan.resumeObject })) {
+    if (readData && e.kind === 'data' && whole(plan, e, { size, blockBytes })) {
+      const last = run.at(-1);
+      if (last !== undefined && (last.object !== e.object || last.blockId + 1 !== e.blockId || (run.length + 1) * blockBytes > SEND_RUN_BYTES_MAX)) flush();
+      run.push(e);
+    } else {
+      flush();
+      push(recordOf(pool, e, readData, plan, { size, blockBytes }), readData && e.kind === 'data');
+    }
     if (e.kind === 'object') {
       size = e.dnode.size;
       blockBytes = 2 ** e.dnode.blockShift;
     }
-    if (ahead.length >= SEND_READS_IN_FLIGHT) {
-      const record = await ahead.shift();
+    while (ahead.length > 0 && full()) {
+      const record = await next();
       if (record !== null && record !== undefined) yield record;
     }
   }
+  flush();
   while (ahead.length > 0) {
-    const record = await ahead.shift();
+    const record = await next();
     if (record !== null && record !== undefined) yield record;
   }
+}
+
+type DataEvent = Extract<ChangeEvent, { kind: 'data' }>;
+
+/** A data block sent whole (not cut by the object's end, not skipped by a resume): runs take it. */
+function whole(plan: SendPlan, e: DataEvent, object: { size: number; blockBytes: number }): boolean {
+  const offset = e.blockId * object.blockBytes;
+  return object.blockBytes > 0 && offset + object.blockBytes <= object.size && !skipped(plan, e.object, offset) && e.bp.lsize === object.blockBytes;
+}
+
+/**
+ * The WRITE records of `run` (whole blocks of one object, consecutive ids), one promise each:
+ * one disk read when the blocks lie back to back, else a read per block. Their data are views
+ * into the buffer read, which the records own (nothing reuses it).
+ */
+function readRun(pool: Pool, run: readonly DataEvent[], object: { size: number; blockBytes: number }): Promise<StreamRecord>[] {
+  const first = run[0];
+  assert(first !== undefined);
+  const ctx = { what: 'send', object: first.object, offset: first.blockId * object.blockBytes };
+  const bytes = run.length === 1 ? Promise.resolve(null) : pool.store.readRun(run.map((e) => e.bp), ctx);
+  return run.map(async (e, i) => {
+    const all = await bytes;
+    const data = all !== null ? all.subarray(i * object.blockBytes, (i + 1) * object.blockBytes) : await readBlock(pool, e.bp, e.object);
+    assert(data.length === object.blockBytes);
+    return writeRecord(e, e.blockId * object.blockBytes, data);
+  });
+}
+
+/**
+ * The WRITE of a whole block as read: the block pointer's fletcher-4, which the read just
+ * verified, is the record's checksum (no second pass over the data); other kinds compute it.
+ */
+function writeRecord(e: DataEvent, offset: number, data: Uint8Array): StreamRecord {
+  if (e.bp.checksumKind === ChecksumKind.fletcher4 && e.bp.lsize === data.length) {
+    return { kind: RecordKind.write, object: objectId(e.object), offset, data, checksum: e.bp.checksum };
+  }
+  return makeWriteRecord(objectId(e.object), offset, data);
 }
 
 async function recordOf(pool: Pool, e: ChangeEvent, readData: boolean, plan: SendPlan, object: { size: number; blockBytes: number }): Promise<StreamRecord | null> {
@@ -154,8 +228,8 @@ async function recordOf(pool: Pool, e: ChangeEvent, readData: boolean, plan: Sen
       const offset = e.blockId * object.blockBytes;
       const length = Math.min(object.blockBytes, object.size - offset);
       if (length <= 0 || skipped(plan, e.object, offset)) return null;
-      const data = readData ? (await readBlock(pool, e.bp, e.object)).subarray(0, length) : ZEROS.subarray(0, length);
-      return makeWriteRecord(objectId(e.object), offset, data);
+      if (!readData) return makeWriteRecord(objectId(e.object), offset, ZEROS.subarray(0, length));
+      return writeRecord(e, offset, (await readBlock(pool, e.bp, e.object)).subarray(0, length));
     }
   }
 }
