@@ -3,7 +3,7 @@
 // cluster's resync use; send.ts and receive.ts do the work, the encoder and decoder the framing
 // and the running checksum.
 
-import { mpError } from '../lib/index.js';
+import { concatBytes, mpError } from '../lib/index.js';
 import type { Pool } from '../engine/index.js';
 import { type ReceiveOptions, type ReceiveResult, receiveRecords } from './receive.js';
 import { planResume } from './resume-token.js';
@@ -22,12 +22,12 @@ export function sendPlan(pool: Pool, to: string, options: StreamSendOptions = {}
   return options.token !== undefined ? planResume(pool, options.token) : planSend(pool, to, options);
 }
 
-/** The frames of a send stream: BEGIN, the changes, END (`more`: another stream follows). */
+/**
+ * The frames of a send stream: BEGIN, the changes, END (`more`: another stream follows), each
+ * one array the caller owns (sendStreamParts joined).
+ */
 export async function* sendStream(pool: Pool, plan: SendPlan, options: { more?: boolean } = {}): AsyncGenerator<Uint8Array, void, undefined> {
-  const encoder = new StreamEncoder();
-  yield encoder.encode(beginRecord(plan, options.more === true));
-  for await (const r of changeRecords(pool, plan)) yield encoder.encode(r);
-  yield encoder.end();
+  for await (const parts of sendStreamParts(pool, plan, options)) yield parts.length === 1 && parts[0] !== undefined ? parts[0] : concatBytes(parts);
 }
 
 /**
