@@ -12,8 +12,12 @@
 
 import { assert } from '../lib/index.js';
 
-/** Bytes of spare buffers kept; more are dropped. About one txg of dirty data (dirtySyncBytes). */
-export const BLOCK_BUFFERS_SPARE_BYTES_MAX = 64 * 1024 * 1024;
+/**
+ * Bytes of spare buffers kept; more are dropped. The default dirtyMaxBytes: a txg that syncs
+ * while the next one fills can hold most of it, and a bound of one dirtySyncBytes dropped three
+ * buffers of four in a 1 GiB receive (each then paid for fresh memory again).
+ */
+export const BLOCK_BUFFERS_SPARE_BYTES_MAX = 256 * 1024 * 1024;
 
 class BlockBuffers {
   private readonly spare = new Map<number, Uint8Array[]>();

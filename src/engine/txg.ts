@@ -83,14 +83,19 @@ export class TxgManager {
     }
   }
 
-  /** Assigns a transaction to the open txg, waiting first while dirty data is over the limit. */
+  /**
+   * Assigns a transaction to the open txg, waiting first while dirty data is over the limit: for
+   * the txg already syncing when there is one (the open txg keeps filling behind it), else for a
+   * sync of the open txg.
+   */
   async assign(): Promise<TxHandle> {
     this.throwIfFailed();
     let waited = false;
     while (this.o.dirtyBytes() > this.o.dirtyMaxBytes) {
       if (!waited) this.stats.throttledAssigns++;
       waited = true;
-      await this.sync();
+      if (this.synced < this.open - 1) await this.nextSync();
+      else await this.sync();
       this.throwIfFailed();
     }
     // Kick once per txg, and only when the open txg itself is past the threshold: the syncing
