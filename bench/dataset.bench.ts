@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FileDisk, Prng, SystemClock, SystemRandom } from '../src/lib/index.js';
 import { Pool, type PoolTuning, keyed } from '../src/engine/index.js';
-import { type Figure, figure, fullGc, GiB, MiB } from './harness.js';
+import { type Figure, figure, fullGc, GiB, median, MiB } from './harness.js';
 
 const SUITE = 'dataset';
 const POOL_FILE_BYTES = 2 * GiB;
@@ -52,11 +52,6 @@ interface Dataset {
 
 function log(line: string): void {
   process.stderr.write(`  dataset: ${line}\n`);
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? 0;
 }
 
 /** One call's wall time and the process's CPU time (user + system, every thread) meanwhile. */

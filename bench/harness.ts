@@ -23,6 +23,14 @@ export function figure(f: Omit<Figure, 'ratio'>): Figure {
   return { ...f, ratio: f.value / f.versus.value };
 }
 
+/** The middle value (the mean of the two middle ones for an even count); 0 for none. */
+export function median(values: readonly number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  if (s.length === 0) return 0;
+  return s.length % 2 === 1 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
+}
+
 export function meets(f: Figure): boolean {
   return f.target.op === '>=' ? f.ratio >= f.target.ratio : f.ratio <= f.target.ratio;
 }

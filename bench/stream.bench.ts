@@ -2,7 +2,10 @@
 // snapshotted; then, one after another, 0.1 %, 1 % and 10 % of its blocks are overwritten and
 // snapshotted. Figures:
 //   - incremental send time (stream generated and discarded in-process) for each change against a
-//     full send of the same snapshot: the cost follows the change (target for 1 %: <= 0.05x);
+//     full send of the same snapshot: the cost follows the change (target for 1 %: <= 0.05x). Once
+//     every change is made, the full send runs FULL_RUNS times and each incremental INC_RUNS
+//     times, alternating; medians count (single runs swung 2x and more). No full garbage
+//     collection between runs: it hands memory back, and fresh memory is what costs most here;
 //   - `mirrorpool send | mirrorpool recv` of the full stream as two real processes joined by an
 //     OS pipe (each imports its own pool; bash sets the pipe up), against copying the stream's
 //     bytes file to file with an fsync at the end: throughput ratio, target >= 0.5x;
@@ -23,7 +26,7 @@ import { FileDisk, Prng, SystemClock, SystemRandom } from '../src/lib/index.js';
 import { Pool, type PoolTuning, keyed } from '../src/engine/index.js';
 import { estimateSend, sendPlan, sendStream } from '../src/sync/index.js';
 import { MirrorpoolClient, createToken, loadNodeHome } from '../src/node/index.js';
-import { type Figure, figure, GiB, MiB } from './harness.js';
+import { type Figure, figure, GiB, median, MiB } from './harness.js';
 
 const SUITE = 'stream';
 const POOL_FILE_BYTES = 3 * GiB;
@@ -33,6 +36,9 @@ const PIECE = 128 * 1024;
 const PIECES_PER_KEY = KEY_BYTES / PIECE;
 const CHANGES = [0.001, 0.01, 0.1] as const;
 const SEED = 20_261_201;
+/** Timed runs of the full send and of each incremental one (medians count). */
+const FULL_RUNS = 3;
+const INC_RUNS = 5;
 const TUNING = { txgTimeoutMs: 0, dirtyMaxBytes: 256 * MiB, dirtySyncBytes: 64 * MiB, cacheBytes: 64 * MiB } satisfies PoolTuning;
 /** The CLI, from dist/bench/ (where this file runs once built). */
 const BIN = fileURLToPath(new URL('../../bin/mirrorpool.js', import.meta.url));
@@ -179,23 +185,28 @@ export async function run(): Promise<Figure[]> {
       await writeFile(join(tree, `k${k}`), noise);
     }
     await pool.dsl.snapshot('src/d@base');
-    const full = await drain(pool, 'src/d@base');
-    log(`full send of 1 GiB: ${full.ms.toFixed(0)} ms, ${(full.bytes / MiB).toFixed(1)} MiB (estimate ${(full.estimate / MiB).toFixed(1)} MiB)`);
-    const incs: { fraction: number; ms: number; bytes: number }[] = [];
-    let prev = 'src/d@base';
     const piece = new Uint8Array(PIECE);
     for (const [i, fraction] of CHANGES.entries()) {
       for (const [k, p] of piecesFor(fraction, SEED + i)) {
         r.fill(piece);
         await pool.dsl.withView('src/d', 'write', (v) => keyed.writeKey(v, () => pool.assign(), `k${k}`, p * PIECE, piece));
       }
-      const snap = `src/d@p${i}`;
-      await pool.dsl.snapshot(snap);
-      const inc = await drain(pool, snap, prev);
-      incs.push({ fraction, ms: inc.ms, bytes: inc.bytes });
-      log(`${fraction * 100}% changed: incremental send ${inc.ms.toFixed(1)} ms, ${(inc.bytes / MiB).toFixed(2)} MiB (estimate ${(inc.estimate / MiB).toFixed(2)} MiB)`);
-      prev = snap;
+      await pool.dsl.snapshot(`src/d@p${i}`);
     }
+    const fullRuns: Awaited<ReturnType<typeof drain>>[] = [];
+    const incRuns = CHANGES.map(() => [] as Awaited<ReturnType<typeof drain>>[]);
+    for (let run = 0; run < INC_RUNS; run++) {
+      if (run < FULL_RUNS) fullRuns.push(await drain(pool, 'src/d@base'));
+      for (const [i, runs] of incRuns.entries()) runs.push(await drain(pool, `src/d@p${i}`, i === 0 ? 'src/d@base' : `src/d@p${i - 1}`));
+    }
+    const full = { ...fullRuns[0]!, ms: median(fullRuns.map((x) => x.ms)) };
+    log(`full send of 1 GiB: median ${full.ms.toFixed(0)} ms of ${fullRuns.map((x) => x.ms.toFixed(0)).join(', ')}; ${(full.bytes / MiB).toFixed(1)} MiB (estimate ${(full.estimate / MiB).toFixed(1)} MiB)`);
+    const incs = CHANGES.map((fraction, i) => {
+      const runs = incRuns[i]!;
+      const inc = { fraction, ms: median(runs.map((x) => x.ms)), bytes: runs[0]!.bytes };
+      log(`${fraction * 100}% changed: incremental send median ${inc.ms.toFixed(1)} ms of ${runs.map((x) => x.ms.toFixed(1)).join(', ')}; ${(inc.bytes / MiB).toFixed(2)} MiB (estimate ${(runs[0]!.estimate / MiB).toFixed(2)} MiB)`);
+      return inc;
+    });
     await pool.export();
     if (process.env.MIRRORPOOL_BENCH_STREAM_INCREMENTAL_ONLY === '1') return incs.map((x) => incrementalFigure(x, full.ms));
     // Real processes from here: register the source pool and make the target pool.
