@@ -470,6 +470,12 @@ export interface ImportedPool {
   readonly vdevs: readonly TopVdev[];
   /** Indices of given disks of this pool that the config no longer names (ignored). */
   readonly unusedDisks: readonly number[];
+  /**
+   * The txg of a newer config that was passed over (see assembleConfig): some disk still carries
+   * it, and Pool.import relabels before any new uberblock, so it is never picked later. Null
+   * when the newest config found is the pool's.
+   */
+  readonly supersededConfigTxg: Txg | null;
 }
 
 function newestConfig(labels: DiskLabels): LabelConfig | undefined {
@@ -499,6 +505,7 @@ export async function readPool(disks: readonly Disk[], options: ReadPoolOptions 
     byLeaf.set(c.leafGuid, disk);
   }
   const { config, vdevs } = assembleConfig(newestCfg, labels, disks, byLeaf);
+  const supersededConfigTxg = config.txg < newestCfg.txg ? newestCfg.txg : null;
   const members = new Set(config.vdevs.flatMap((v) => v.children.map((c) => byLeaf.get(c.guid))));
   const guids = poolGuidsOf(config, labels, own, members);
   const found = labels
@@ -517,6 +524,7 @@ export async function readPool(disks: readonly Disk[], options: ReadPoolOptions 
     newestTxgOnDisk: Math.max(newest.uberblock.txg, newestCfg.txg) as Txg,
     vdevs,
     unusedDisks: disks.map((_d, i) => i).filter((i) => !members.has(i)),
+    supersededConfigTxg,
   };
 }
 
@@ -553,6 +561,8 @@ function poolGuidsOf(config: LabelConfig, labels: readonly DiskLabels[], own: re
  * its txg or later exists, of the config before it: a change whose uberblock never landed may
  * name a disk whose own labels a crash kept from becoming durable (a mirror added with several
  * new disks), and until that uberblock every uberblock on disk is described by the older config.
+ * The passed-over config stays on the disks that got it; the pool then relabels (Pool.import)
+ * before its first new uberblock, which would otherwise make it look committed.
  */
 function assembleConfig(
   newest: LabelConfig,

@@ -292,6 +292,8 @@ export class Pool {
     await pool.dsl.load(objectId(rootRecord));
     pool.txgs.start();
     try {
+      // Before any new uberblock: a passed-over newer config must become older than the labels.
+      if (found.supersededConfigTxg !== null) await pool.vdevAdmin().relabel();
       if (rewind !== null) {
         await pool.finishRewind(rewind.frees, rewind.logObjects, found.uberblock.txg);
       } else if ((await pool.dsl.replayIntentLogs(() => pool.assign({ netFree: true }), ub.txg)) > 0 || pool.logs.size > 0) {

@@ -3,14 +3,14 @@
 // unreadable and everything is read back), and a power cut at any I/O of each change leaves a
 // pool that imports as it was before the change or as it is after it.
 import { describe, expect, it } from 'vitest';
-import { Prng, hasCode, idle } from '../lib/index.js';
+import { Prng, type SimDisk, hasCode, idle } from '../lib/index.js';
 import * as dmu from './dmu.js';
 import { ObjectType } from './dnode.js';
 import { readDiskLabels } from './label.js';
 import { type LeafInput, Pool } from './pool.js';
-import { PowerCutDisk, type SimMachine, TEST_TUNING, codeOf, pattern, simMachine } from './test-support.js';
+import { PowerCutDisk, type PowerSwitch, type SimMachine, TEST_TUNING, codeOf, pattern, simMachine } from './test-support.js';
 import { type Guid, type ObjectId, layout } from './types.js';
-import { Leaf, TopVdev } from './vdev.js';
+import { Leaf, TopVdev, leafLayout } from './vdev.js';
 
 const DISK_BYTES = 16 * 1024 * 1024;
 const SMALL_DISK_BYTES = 8 * 1024 * 1024;
@@ -45,6 +45,32 @@ class SlowWriteDisk extends PowerCutDisk {
   override async write(offset: number, data: Uint8Array): Promise<void> {
     for (let i = 0; i < 500; i++) await Promise.resolve();
     await super.write(offset, data);
+  }
+}
+
+/**
+ * A disk that loses every config written to its labels (the writes never reach it) and cuts the
+ * power when asked to make one durable: writes of zeros there (clearing) and all else pass.
+ */
+class PowerCutAtConfigSync extends PowerCutDisk {
+  private configPending = false;
+
+  constructor(inner: SimDisk, private readonly switch_: PowerSwitch) {
+    super(inner, switch_);
+  }
+
+  override async write(offset: number, data: Uint8Array): Promise<void> {
+    const inLabel = leafLayout(this.size()).labelOffsets.some((at) => at !== undefined && offset < at + layout.labelBytes && offset + data.length > at);
+    if (inLabel && data.some((b) => b !== 0)) {
+      this.configPending = true;
+      return;
+    }
+    await super.write(offset, data);
+  }
+
+  override async sync(): Promise<void> {
+    if (this.configPending) this.switch_.cutAt = this.switch_.ops;
+    await super.sync();
   }
 }
 
@@ -448,6 +474,32 @@ function cutPoints(total: number, seed: number): number[] {
 }
 
 describe('vdev administration crash safety', () => {
+  it('an add of a mirror cut after one new disk took the new config: the pool imports as before, and again after new txgs', async () => {
+    const m = simMachine(31, 3, CRASH_DISK_BYTES);
+    const pool = await create(m, [[0]]);
+    const data = await writeData(pool, 31, 3);
+    const sim2 = m.disks[2];
+    if (sim2 === undefined) throw new Error('no disk 2');
+    await expect(pool.addVdev([leaf(m, 1), { disk: new PowerCutAtConfigSync(sim2, m.power), path: 'sim2' }])).rejects.toThrow(/no label could be written/);
+    await pool.abandon();
+    m.crash();
+    // What the crash left: sim1's labels name the mirror (sim1, sim2); sim2 has no label.
+    const sim1Configs = (await readDiskLabels(m.disks[1]!)).configs;
+    expect(sim1Configs.some((c) => c.config.vdevs.length === 2)).toBe(true);
+    expect((await readDiskLabels(sim2)).configs).toEqual([]);
+    const first = await importLabelled(m);
+    expect(shape(first)).toBe('disk(sim0)');
+    await expectData(first, data, 'after the crash:');
+    // New txgs pass the config sim1 carries; it must still not be taken for the pool's.
+    const more = await writeData(first, 32, 2, new Map(data));
+    await first.export();
+    const again = await importLabelled(m);
+    expect(shape(again)).toBe('disk(sim0)');
+    await expectData(again, more, 'imported again:');
+    await again.checkInvariants();
+    await again.export();
+  });
+
   const changes: Change[] = ['add', 'add-mirror', 'attach', 'detach', 'reguid'];
   for (const c of changes) {
     it(`a power cut at any I/O of ${c} leaves the pool importable as before or after it`, async () => {

@@ -87,6 +87,23 @@ export class VdevAdmin {
     return this.serial(() => this.detachLeaf(which));
   }
 
+  /**
+   * Writes the current config to every label, at a new txg that writes an uberblock. Import
+   * calls it when it passed over a newer config some disk carries (a change whose uberblock never
+   * landed): that config's txg is then below the labels' and it is never picked again, whatever
+   * uberblocks come later.
+   */
+  relabel(): Promise<void> {
+    return this.serial(() =>
+      this.host.syncTask(async (tx) => {
+        const next: PoolConfig = { ...this.host.config(), txg: tx.txg };
+        await writeLabels(this.host.vdevs, next);
+        this.host.setConfig(next);
+        await this.host.recordConfigTxg(tx);
+      }),
+    );
+  }
+
   /** Gives the pool a new random guid; resolves with it. EBUSY with a checkpoint. */
   reguid(): Promise<Guid> {
     return this.serial(() => this.newGuid());
