@@ -30,6 +30,8 @@ export { ObjsetType, decodeObjsetPhys, type ObjsetPhys } from './objset-phys.js'
 
 /** Synced dnodes kept decoded; beyond this the oldest are dropped and re-read when needed. */
 const DNODE_CACHE_MAX = 65_536;
+/** Objects of a dataset whose trees one txg sync writes at once (see syncTxg). */
+const OBJECTS_SYNCING_MAX = 16;
 /** The first object number handed out; 0 is never an object. */
 export const FIRST_OBJECT = 1;
 
@@ -324,10 +326,25 @@ export class ObjectSet {
     assert(layer.txg === t, 'syncTxg: txgs sync oldest first');
     const synced = new Map<ObjectId, Dnode>();
     const ids = [...layer.objects.keys()].sort((a, b) => a - b);
-    for (const obj of ids) {
-      const od = layer.objects.get(obj);
-      assert(od !== undefined);
-      synced.set(obj, await this.syncObject(t, obj, od));
+    // A dataset's objects sync OBJECTS_SYNCING_MAX at a time: each waits for its own reads (the
+    // old indirect blocks) and writes, and a txg of many small changes in many objects (a
+    // receive of scattered changes) otherwise paid every round trip one after another. The MOS
+    // syncs one object at a time, in order.
+    const inFlight = this.phys.type === ObjsetType.mos ? 1 : OBJECTS_SYNCING_MAX;
+    for (let first = 0; first < ids.length; first += inFlight) {
+      const batch = ids.slice(first, first + inFlight);
+      const done = await Promise.allSettled(batch.map((obj) => {
+        const od = layer.objects.get(obj);
+        assert(od !== undefined);
+        return this.syncObject(t, obj, od);
+      }));
+      // Every write of the batch has settled; the first failure in object order is reported.
+      for (const [i, obj] of batch.entries()) {
+        const r = done[i];
+        assert(r !== undefined);
+        if (r.status === 'rejected') throw r.reason;
+        synced.set(obj, r.value);
+      }
     }
     const meta = await this.syncMeta(t, synced);
     const phys: ObjsetPhys = { type: this.phys.type, nextObject: layer.nextObject, meta };
