@@ -23,6 +23,7 @@
 
 import {
   type Disk,
+  type MirrorpoolError,
   assert,
   bytesEqual,
   concatBytes,
@@ -471,11 +472,18 @@ export interface ImportedPool {
   /** Indices of given disks of this pool that the config no longer names (ignored). */
   readonly unusedDisks: readonly number[];
   /**
-   * The txg of a newer config that was passed over (see assembleConfig): some disk still carries
-   * it, and Pool.import relabels before any new uberblock, so it is never picked later. Null
-   * when the newest config found is the pool's.
+   * A newer config that was passed over (see assembleConfig): its txg, and the error to raise if
+   * the pool's own record shows that it did land (Pool.import reads the MOS to tell). Null when
+   * the newest config found is the pool's.
    */
-  readonly supersededConfigTxg: Txg | null;
+  readonly passedOver: PassedOverConfig | null;
+}
+
+/** A config some disk carries that names a disk not given to import. */
+export interface PassedOverConfig {
+  readonly txg: Txg;
+  /** ENOENT naming the missing disk. */
+  readonly missing: MirrorpoolError;
 }
 
 function newestConfig(labels: DiskLabels): LabelConfig | undefined {
@@ -504,13 +512,18 @@ export async function readPool(disks: readonly Disk[], options: ReadPoolOptions 
     if (byLeaf.has(c.leafGuid)) throw mpError('EINVAL', `two disks claim leaf ${c.leafGuid}`, { leafGuid: c.leafGuid.toString() });
     byLeaf.set(c.leafGuid, disk);
   }
-  const { config, vdevs } = assembleConfig(newestCfg, labels, disks, byLeaf);
-  const supersededConfigTxg = config.txg < newestCfg.txg ? newestCfg.txg : null;
+  const { config, vdevs, passedOver } = assembleConfig(newestCfg, labels, disks, byLeaf);
   const members = new Set(config.vdevs.flatMap((v) => v.children.map((c) => byLeaf.get(c.guid))));
   const guids = poolGuidsOf(config, labels, own, members);
-  const found = labels
+  const ours = labels
     .flatMap((l, disk) => (members.has(disk) ? l.uberblocks.map((u) => ({ ...u, disk })) : []))
-    .filter((u) => guids.has(u.uberblock.poolGuid) && u.uberblock.rootBp.dvas.every((d) => d.vdev < vdevs.length))
+    .filter((u) => guids.has(u.uberblock.poolGuid));
+  // An uberblock rooted on a vdev the older config lacks was written under the newer one: it landed.
+  if (passedOver !== null && ours.some((u) => u.uberblock.txg >= passedOver.txg && u.uberblock.rootBp.dvas.some((d) => d.vdev >= vdevs.length))) {
+    throw passedOver.missing;
+  }
+  const found = ours
+    .filter((u) => u.uberblock.rootBp.dvas.every((d) => d.vdev < vdevs.length))
     .sort((a, b) => b.uberblock.txg - a.uberblock.txg);
   const newest = found[0];
   if (newest === undefined) throw mpError('EPROTO', `pool ${config.name} has no valid uberblock`, { pool: config.name });
@@ -524,7 +537,7 @@ export async function readPool(disks: readonly Disk[], options: ReadPoolOptions 
     newestTxgOnDisk: Math.max(newest.uberblock.txg, newestCfg.txg) as Txg,
     vdevs,
     unusedDisks: disks.map((_d, i) => i).filter((i) => !members.has(i)),
-    supersededConfigTxg,
+    passedOver,
   };
 }
 
@@ -557,30 +570,30 @@ function poolGuidsOf(config: LabelConfig, labels: readonly DiskLabels[], own: re
 }
 
 /**
- * The vdevs of the newest config — or, when it names a disk that is missing and no uberblock of
- * its txg or later exists, of the config before it: a change whose uberblock never landed may
- * name a disk whose own labels a crash kept from becoming durable (a mirror added with several
- * new disks), and until that uberblock every uberblock on disk is described by the older config.
- * The passed-over config stays on the disks that got it; the pool then relabels (Pool.import)
- * before its first new uberblock, which would otherwise make it look committed.
+ * The vdevs of the newest config — or, when it names a disk that is missing, of the config before
+ * it, with the newer one returned as passed over. A change whose uberblock never landed may name a
+ * disk whose own labels a crash kept from becoming durable (a mirror added with several new
+ * disks); until that change lands every uberblock is described by the older config, and the
+ * older pool may go on writing txgs past the newer config's. Whether the change landed is the
+ * pool's own record (the MOS config txg), which Pool.import reads; readPool refuses at once when
+ * an uberblock is rooted on a vdev only the newer config has.
  */
 function assembleConfig(
   newest: LabelConfig,
   labels: readonly DiskLabels[],
   disks: readonly Disk[],
   byLeaf: ReadonlyMap<Guid, number>,
-): { config: LabelConfig; vdevs: TopVdev[] } {
+): { config: LabelConfig; vdevs: TopVdev[]; passedOver: PassedOverConfig | null } {
   try {
-    return { config: newest, vdevs: newest.vdevs.map((v) => assembleVdev(v, disks, byLeaf)) };
+    return { config: newest, vdevs: newest.vdevs.map((v) => assembleVdev(v, disks, byLeaf)), passedOver: null };
   } catch (e) {
     if (!hasCode(e, 'ENOENT')) throw e;
-    const committed = labels.some((l) => l.uberblocks.some((u) => u.uberblock.txg >= newest.txg));
     const older = labels
       .flatMap((l) => l.configs.map((c) => c.config))
       .filter((c) => c.poolGuid === newest.poolGuid && c.txg < newest.txg)
       .reduce<LabelConfig | undefined>((best, c) => (best === undefined || c.txg > best.txg ? c : best), undefined);
-    if (committed || older === undefined) throw e;
-    return { config: older, vdevs: older.vdevs.map((v) => assembleVdev(v, disks, byLeaf)) };
+    if (older === undefined) throw e;
+    return { config: older, vdevs: older.vdevs.map((v) => assembleVdev(v, disks, byLeaf)), passedOver: { txg: newest.txg, missing: e } };
   }
 }
 

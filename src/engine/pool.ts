@@ -27,7 +27,7 @@ import { ObjectSet, ObjsetType } from './objset.js';
 import { PoolBlockStore } from './pool-block-store.js';
 import { blockKey, walkPoolSpace } from './pool-walk.js';
 import { type TxHandle, TxgManager } from './txg.js';
-import { type Dva, type Guid, HOLE, type ObjectId, type Txg, layout, newGuid, objectId, txg } from './types.js';
+import { type BlockPointer, type Dva, type Guid, HOLE, type ObjectId, type Txg, layout, newGuid, objectId, txg } from './types.js';
 import { TopVdev } from './vdev.js';
 import { CONFIG_TXG_KEY, type LeafName, VdevAdmin } from './vdev-admin.js';
 import { Zap } from './zap.js';
@@ -92,6 +92,13 @@ interface PoolParts {
   readonly uberblock: Uberblock;
   readonly firstTxg: Txg;
   readonly env: PoolEnv;
+}
+
+/** The txg of the last config change the pool recorded (0 when none), read from the MOS at `root`. */
+async function configTxgOf(store: BlockStore, root: BlockPointer): Promise<number> {
+  const mos = await ObjectSet.open(store, 'MOS', root);
+  const dir = await Zap.open(await dmu.objectAccess(mos, null, MOS_DIRECTORY));
+  return (await dir.getNumber(CONFIG_TXG_KEY)) ?? 0;
 }
 
 /** MOS sync passes in one txg: retained frees the MOS sync itself makes are recorded by another. */
@@ -259,6 +266,13 @@ export class Pool {
     );
     const allocator = new SpaceAllocator(groups);
     const s = storage(found.vdevs, allocator, env);
+    const passedOver = found.passedOver;
+    if (passedOver !== null && ub.txg >= passedOver.txg) {
+      // Txgs at or past the passed-over config: whether it landed is the pool's own record (an
+      // unreadable record counts as landed). If it did, the disk it names is missing.
+      const landed = await configTxgOf(s.store, ub.rootBp).then((t) => t >= passedOver.txg, () => true);
+      if (landed) throw passedOver.missing;
+    }
     let mos = await ObjectSet.open(s.store, 'MOS', ub.rootBp);
     let checkpoint = await Checkpoint.load(mos, MOS_DIRECTORY);
     let rewind: { frees: Dva[]; logObjects: ObjectId[] } | null = null;
@@ -293,7 +307,7 @@ export class Pool {
     pool.txgs.start();
     try {
       // Before any new uberblock: a passed-over newer config must become older than the labels.
-      if (found.supersededConfigTxg !== null) await pool.vdevAdmin().relabel();
+      if (passedOver !== null) await pool.vdevAdmin().relabel();
       if (rewind !== null) {
         await pool.finishRewind(rewind.frees, rewind.logObjects, found.uberblock.txg);
       } else if ((await pool.dsl.replayIntentLogs(() => pool.assign({ netFree: true }), ub.txg)) > 0 || pool.logs.size > 0) {

@@ -118,6 +118,31 @@ function shape(pool: Pool): string {
 }
 
 describe('pool add', () => {
+  it('an added disk that is not given to import is missing (ENOENT), whether or not the older disks carry txgs written since', async () => {
+    for (const txgsAfter of [0, 3]) {
+      const m = simMachine(2 + txgsAfter, 3, DISK_BYTES);
+      const pool = await create(m, [[0]]);
+      await writeData(pool, 2, 2);
+      // sim0's odd labels refuse writes during the add, so they keep the config before it: an
+      // older config is there to fall back to, and only the pool's own record says the add landed.
+      const sim0 = m.disks[0]!;
+      const odd = [1, 3].map((i) => leafLayout(sim0.size()).labelOffsets[i]!);
+      const faults = odd.map((at) => sim0.injectFault({ op: 'write', effect: { kind: 'eio' }, range: [at, at + layout.labelBytes] }));
+      await pool.addVdev([leaf(m, 1), leaf(m, 2)]);
+      for (const f of faults) f.remove();
+      expect((await readDiskLabels(sim0)).configs.map((c) => c.config.vdevs.length).sort()).toEqual([1, 1, 2, 2]);
+      for (let i = 0; i < txgsAfter; i++) await writeData(pool, 10 + i, 1);
+      await pool.export();
+      // The mirror's uberblocks and MOS may all sit on sim0: only the pool's record tells.
+      const run = Pool.import([leaf(m, 0), leaf(m, 1)], env(m));
+      await expect(run).rejects.toThrow(/last seen at sim2\) is missing/);
+      expect(await codeOf(Pool.import([leaf(m, 0)], env(m)))).toBe('ENOENT');
+      const whole = await importLabelled(m);
+      expect(shape(whole)).toBe('disk(sim0) mirror(sim1,sim2)');
+      await whole.export();
+    }
+  });
+
   it('adds a plain disk and a mirror; new data spreads over them and survives export and import', async () => {
     const m = simMachine(1, 4, DISK_BYTES);
     const pool = await create(m, [[0]]);
@@ -158,6 +183,26 @@ describe('pool add', () => {
 });
 
 describe('pool attach', () => {
+  it('an attached child that is not given to import is missing (ENOENT), even where an older config without it is at hand', async () => {
+    const m = simMachine(4, 2, DISK_BYTES);
+    const pool = await create(m, [[0]]);
+    await writeData(pool, 4, 2);
+    // sim0's odd labels refuse writes during the attach, so they keep the config before it (a
+    // plain disk); the vdev count is the same either way: only the pool's record says it landed.
+    const sim0 = m.disks[0]!;
+    const odd = [1, 3].map((i) => leafLayout(sim0.size()).labelOffsets[i]!);
+    const faults = odd.map((at) => sim0.injectFault({ op: 'write', effect: { kind: 'eio' }, range: [at, at + layout.labelBytes] }));
+    await pool.attach('sim0', leaf(m, 1));
+    for (const f of faults) f.remove();
+    expect((await readDiskLabels(sim0)).configs.map((c) => c.config.vdevs[0]?.children.length).sort()).toEqual([1, 1, 2, 2]);
+    await writeData(pool, 5, 1);
+    await pool.export();
+    await expect(Pool.import([leaf(m, 0)], env(m))).rejects.toThrow(/last seen at sim1\) is missing/);
+    const whole = await importLabelled(m);
+    expect(shape(whole)).toBe('mirror(sim0,sim1)');
+    await whole.export();
+  });
+
   it('copies every block to the new child: with the original unreadable, everything reads back from it', async () => {
     const m = simMachine(4, 2, DISK_BYTES);
     const pool = await create(m, [[0]]);
@@ -474,31 +519,34 @@ function cutPoints(total: number, seed: number): number[] {
 }
 
 describe('vdev administration crash safety', () => {
-  it('an add of a mirror cut after one new disk took the new config: the pool imports as before, and again after new txgs', async () => {
-    const m = simMachine(31, 3, CRASH_DISK_BYTES);
-    const pool = await create(m, [[0]]);
-    const data = await writeData(pool, 31, 3);
-    const sim2 = m.disks[2];
-    if (sim2 === undefined) throw new Error('no disk 2');
-    await expect(pool.addVdev([leaf(m, 1), { disk: new PowerCutAtConfigSync(sim2, m.power), path: 'sim2' }])).rejects.toThrow(/no label could be written/);
-    await pool.abandon();
-    m.crash();
-    // What the crash left: sim1's labels name the mirror (sim1, sim2); sim2 has no label.
-    const sim1Configs = (await readDiskLabels(m.disks[1]!)).configs;
-    expect(sim1Configs.some((c) => c.config.vdevs.length === 2)).toBe(true);
-    expect((await readDiskLabels(sim2)).configs).toEqual([]);
-    const first = await importLabelled(m);
-    expect(shape(first)).toBe('disk(sim0)');
-    await expectData(first, data, 'after the crash:');
-    // New txgs pass the config sim1 carries; it must still not be taken for the pool's.
-    const more = await writeData(first, 32, 2, new Map(data));
-    await first.export();
-    const again = await importLabelled(m);
-    expect(shape(again)).toBe('disk(sim0)');
-    await expectData(again, more, 'imported again:');
-    await again.checkInvariants();
-    await again.export();
-  });
+  for (const firstWith of ['every labelled disk', 'the old disk only'] as const) {
+    it(`an add of a mirror cut after one new disk took the new config: imported first with ${firstWith}, the pool is as before, and stays so after new txgs`, async () => {
+      const m = simMachine(31, 3, CRASH_DISK_BYTES);
+      const pool = await create(m, [[0]]);
+      const data = await writeData(pool, 31, 3);
+      const sim2 = m.disks[2];
+      if (sim2 === undefined) throw new Error('no disk 2');
+      await expect(pool.addVdev([leaf(m, 1), { disk: new PowerCutAtConfigSync(sim2, m.power), path: 'sim2' }])).rejects.toThrow(/no label could be written/);
+      await pool.abandon();
+      m.crash();
+      // What the crash left: sim1's labels name the mirror (sim1, sim2); sim2 has no label.
+      const sim1Configs = (await readDiskLabels(m.disks[1]!)).configs;
+      expect(sim1Configs.some((c) => c.config.vdevs.length === 2)).toBe(true);
+      expect((await readDiskLabels(sim2)).configs).toEqual([]);
+      // A pool cache lists the disks of the last config the pool had: the old disk only.
+      const first = await (firstWith === 'the old disk only' ? Pool.import([leaf(m, 0)], env(m)) : importLabelled(m));
+      expect(shape(first)).toBe('disk(sim0)');
+      await expectData(first, data, 'after the crash:');
+      // New txgs pass the config sim1 carries; it must still not be taken for the pool's.
+      const more = await writeData(first, 32, 2, new Map(data));
+      await first.export();
+      const again = await importLabelled(m);
+      expect(shape(again)).toBe('disk(sim0)');
+      await expectData(again, more, 'imported again:');
+      await again.checkInvariants();
+      await again.export();
+    });
+  }
 
   const changes: Change[] = ['add', 'add-mirror', 'attach', 'detach', 'reguid'];
   for (const c of changes) {
