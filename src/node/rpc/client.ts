@@ -250,8 +250,15 @@ class ClientConnection implements WireOwner {
   }
 
   private pumpOutput(call: ClientCall, sink: (chunk: Uint8Array) => Promise<void> | void): void {
+    const output = call.output;
     const run = async (): Promise<void> => {
-      for await (const chunk of call.output) {
+      for (;;) {
+        let chunk = output.take();
+        if (chunk === undefined) {
+          const next = await output.next();
+          if (next.done === true) return;
+          chunk = next.value;
+        }
         const pending = sink(chunk);
         if (pending !== undefined) await pending;
       }

@@ -2,9 +2,10 @@
 // one websocket carrying frames (frames.ts). Wire owns sending (size checks against the peer's
 // frame limit, DATA frames batched into reused buffers by DataWriter (data-writer.ts) or, when
 // ws's internals are not as expected, copied into pooled buffers and sent through ws, a bound on
-// bytes handed to the socket but not yet flushed), receiving (strict decode, errors routed to
-// the owner), connection-level failure (FAIL frame, then close) and the error that ends the
-// connection. Invariants: after fail() or close nothing more is delivered to the owner; `closed`
+// bytes handed to the socket but not yet flushed), receiving (DATA frames read off the socket by
+// DataReader (data-reader.ts) when ws allows, everything else through ws; strict decode, errors
+// routed to the owner), connection-level failure (FAIL frame, then close) and the error that
+// ends the connection. Invariants: after fail() or close nothing more is delivered to the owner; `closed`
 // resolves once, after owner.closed() ran. Owned by ServerConnection (server.ts) and
 // ClientConnection (client.ts), which also keep their calls' deadlines on one Deadlines timer per
 // connection.
@@ -13,6 +14,7 @@ import type { ServerOptions, WebSocket } from 'ws';
 import { type MirrorpoolError, assert, hasCode, limits as LIMITS, mpError } from '../../lib/index.js';
 import type { FrameErrorReason, TransportEvents } from './events.js';
 import { type ControlFrame, DATA_HEADER_BYTES, FRAME_BYTES_MIN, type Frame, decodeFrame, encodeFrame, writeDataHeader } from './frames.js';
+import { DataReader } from './data-reader.js';
 import { DataWriter } from './data-writer.js';
 import type { Principal } from './handshake.js';
 import type { Scope } from './tokens.js';
@@ -125,7 +127,20 @@ export class Wire {
     ws.on('message', (data: Buffer, isBinary: boolean) => this.receive(data, isBinary));
     ws.on('error', (e: Error) => this.onError(e));
     ws.on('close', (code: number) => this.onClose(code));
+    if (ws.readyState === ws.OPEN) this.attachReader();
+    else if (ws.readyState === ws.CONNECTING) ws.once('open', () => this.attachReader());
     if (ws.readyState === ws.CLOSED) queueMicrotask(() => this.onClose(1006));
+  }
+
+  /**
+   * DATA frames skip ws's Receiver from now on (data-reader.ts), unless ws is not as expected.
+   * Only frames up to what a sender of this project makes: DataReader allocates a frame cut
+   * across socket reads when its header arrives, and a larger frame (which other senders may
+   * make, up to frameBytesMax) goes to ws, which holds only the bytes that came.
+   */
+  private attachReader(): void {
+    const payloadBytesMax = Math.min(this.limits.frameBytesMax, DATA_HEADER_BYTES + LIMITS.rpcDataChunkBytes);
+    DataReader.attach(this.ws, (message) => this.receive(message, true), payloadBytesMax);
   }
 
   get open(): boolean {

@@ -6,15 +6,17 @@
 //
 //   DATA     0x01, u32 big-endian request id, payload bytes (at least one). Stream bytes of a
 //            call; never msgpack. Client→server DATA is the call's input, server→client DATA its
-//            output, so no direction field is needed. The receiver hands out a subarray of the
-//            message. The sender frames DATA itself (data-writer.ts): each DATA message is one
-//            RFC 6455 binary frame (FIN set, opcode 2, RSV bits clear, the shortest length form,
-//            client frames masked with a fresh random key), several frames built in one reused
-//            buffer and put on the socket in one write, in order with ws's own sends. Frames are
-//            16 KiB with their headers, so over TLS each is one TLS record and reaches the
-//            receiver in one socket read; the bytes a peer sees are what ws itself would send for
-//            the same message, so peers need no change (when ws's internals are not as expected
-//            the sender falls back to ws.send with the same messages).
+//            output, so no direction field is needed. The receiver reads DATA frames off the
+//            socket itself (data-reader.ts), leaves every other frame to ws, and hands out a
+//            subarray of the message. The sender frames DATA itself (data-writer.ts): each DATA
+//            message is one RFC 6455 binary frame (FIN set, opcode 2, RSV bits clear, the
+//            shortest length form, client frames masked with a fresh random key), several frames
+//            built in one reused buffer and put on the socket in one write, in order with ws's
+//            own sends. Frames are 16 KiB with their headers, so over TLS each is one TLS record
+//            and reaches the receiver in one socket read; the bytes a peer sees are what ws itself
+//            would send for the same message, so peers need no change (when ws's internals are
+//            not as expected the sender falls back to ws.send with the same messages, and the
+//            receiver leaves DATA to ws as well).
 //   control  a msgpack array (msgpackr, no records, no structured clone) whose first element is
 //            the kind:
 //     1  HELLO      [1, version=1, nonce(bin 32), nodeId, publicKey, frameBytesMax]     s→c

@@ -1,11 +1,12 @@
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { type RpcClient, connect } from './client.js';
 import type { MethodSpec } from './connection.js';
 import { DATA_FRAME_COST_BYTES, RPC_LIMITS } from './connection.js';
-import { type ControlFrame, type Frame, decodeFrame, encodeData, encodeFrame } from './frames.js';
+import { writeDataMessage } from './data-writer.js';
+import { type ControlFrame, DATA_HEADER_BYTES, type Frame, decodeFrame, encodeData, encodeFrame } from './frames.js';
 import { acceptClient, makeHello } from './handshake.js';
 import { RawPeer, type TestServer, deferred, rejection, startServer, testCluster } from './rpc-test-support.js';
 
@@ -177,6 +178,31 @@ describe('rpc protocol errors', () => {
     expect(await peer.closed).toBe(1009);
     await expectOthersStillServed();
     expect(server!.events.frameErrors).toEqual(['oversized']);
+  });
+
+  it('closes with 1009 on a DATA frame over frameBytesMax too, and counts it as oversized', async () => {
+    await setup();
+    const peer = await loggedIn();
+    peer.send({ kind: 'req', id: 1, method: 'wait', params: null, deadlineMs: 5000, hasInput: true });
+    await peer.next('credit');
+    peer.sendRaw(encodeData(1, Buffer.alloc(FRAME_MAX + 1 - DATA_HEADER_BYTES, 7)));
+    expect(await peer.closed).toBe(1009);
+    await expectOthersStillServed();
+    expect(server!.events.frameErrors).toEqual(['oversized']);
+  });
+
+  it('ends the calls of a connection lost in the middle of a DATA frame, with no frame error', async () => {
+    await setup();
+    const peer = await loggedIn();
+    peer.send({ kind: 'req', id: 1, method: 'wait', params: null, deadlineMs: 5000, hasInput: true });
+    await peer.next('credit');
+    const frame = Buffer.alloc(9000);
+    const n = writeDataMessage(frame, 0, 1, Buffer.alloc(8000, 7), Uint8Array.from([1, 2, 3, 4]));
+    // Half a frame, then the end of the connection, straight on the client's socket.
+    (peer.ws as unknown as { _socket: Socket })._socket.end(frame.subarray(0, n >> 1));
+    await server!.sessions[0]!.closed;
+    expect(server!.events.codes('wait')).toEqual(['ECANCELED']);
+    expect(server!.events.frameErrors).toEqual([]);
   });
 
   it('refuses request ids that do not increase', async () => {

@@ -177,19 +177,29 @@ export class InStream implements AsyncIterableIterator<Uint8Array> {
     if (waiter !== undefined) waiter.reject(this.failure);
   }
 
+  /**
+   * The next queued chunk at once, as next() would give it, or undefined when none is queued
+   * (then next() waits). A socket read often brings several chunks: taking them this way costs
+   * no promise each.
+   */
+  take(): Uint8Array | undefined {
+    const chunk = this.queue[this.head];
+    if (chunk === undefined) return undefined;
+    this.credit(this.held);
+    this.head++;
+    if (this.head === this.queue.length) {
+      this.queue = [];
+      this.head = 0;
+    }
+    this.held = chunk.length + DATA_FRAME_COST_BYTES;
+    return chunk;
+  }
+
   next(): Promise<IteratorResult<Uint8Array>> {
+    const chunk = this.take();
+    if (chunk !== undefined) return Promise.resolve({ value: chunk, done: false });
     this.credit(this.held);
     this.held = 0;
-    const chunk = this.queue[this.head];
-    if (chunk !== undefined) {
-      this.head++;
-      if (this.head === this.queue.length) {
-        this.queue = [];
-        this.head = 0;
-      }
-      this.held = chunk.length + DATA_FRAME_COST_BYTES;
-      return Promise.resolve({ value: chunk, done: false });
-    }
     if (this.failure !== undefined) return Promise.reject(this.failure);
     if (this.ended || this.abandoned) return Promise.resolve({ value: undefined, done: true });
     assert(this.waiter === undefined, 'an RPC input stream has one reader at a time');
