@@ -23,11 +23,10 @@
 // order interleaved with ws's own events; a DATA frame is taken only at a frame boundary where ws
 // has nothing pending. Used by Wire (connection.ts).
 
-import { createRequire } from 'node:module';
 import { Writable } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { assert } from '../../lib/index.js';
-import { xorMask } from './data-writer.js';
+import { nativeBufferUtil, xorMask } from './data-writer.js';
 import { DATA_MARKER } from './frames.js';
 
 /** Largest websocket frame header (2 bytes, a 64-bit length, a masking key) and one payload byte. */
@@ -61,17 +60,10 @@ const STOPPED = 3;
 
 type UnmaskFn = (buffer: Uint8Array, mask: Uint8Array) => void;
 
-/** bufferutil's native unmask when installed (and not turned off as ws allows), else xorMask. */
+/** bufferutil's native unmask when there is one, else xorMask. */
 function loadUnmask(): UnmaskFn {
-  if (process.env['WS_NO_BUFFER_UTIL'] !== undefined && process.env['WS_NO_BUFFER_UTIL'] !== '') return xorMask;
-  try {
-    const native = createRequire(import.meta.url)('bufferutil') as { unmask?: unknown };
-    if (typeof native.unmask === 'function') return native.unmask as UnmaskFn;
-  } catch (e) {
-    // bufferutil is optional: without it, unmasking stays in JavaScript.
-    if ((e as { code?: unknown }).code !== 'MODULE_NOT_FOUND') throw e;
-  }
-  return xorMask;
+  const native = nativeBufferUtil()?.unmask;
+  return typeof native === 'function' ? (native as UnmaskFn) : xorMask;
 }
 
 let unmaskFn: UnmaskFn | undefined;

@@ -51,17 +51,24 @@ export function xorMask(bytes: Uint8Array, mask: Uint8Array): void {
   for (; i < length; i++) bytes[i]! ^= mask[i & 3]!;
 }
 
-/** bufferutil's native mask when installed (and not turned off as ws allows), else maskInJs. */
-function loadMask(): MaskFn {
-  if (process.env['WS_NO_BUFFER_UTIL'] !== undefined && process.env['WS_NO_BUFFER_UTIL'] !== '') return maskInJs;
+/**
+ * bufferutil's exports when it is installed and not turned off (WS_NO_BUFFER_UTIL, as ws allows),
+ * else null: it is optional, and without it masking and unmasking stay in JavaScript.
+ */
+export function nativeBufferUtil(): { readonly mask?: unknown; readonly unmask?: unknown } | null {
+  if (process.env['WS_NO_BUFFER_UTIL'] !== undefined && process.env['WS_NO_BUFFER_UTIL'] !== '') return null;
   try {
-    const native = createRequire(import.meta.url)('bufferutil') as { mask?: unknown };
-    if (typeof native.mask === 'function') return native.mask as MaskFn;
+    return createRequire(import.meta.url)('bufferutil') as { mask?: unknown; unmask?: unknown };
   } catch (e) {
-    // bufferutil is optional: without it, masking stays in JavaScript.
     if ((e as { code?: unknown }).code !== 'MODULE_NOT_FOUND') throw e;
+    return null;
   }
-  return maskInJs;
+}
+
+/** bufferutil's native mask when there is one, else maskInJs. */
+function loadMask(): MaskFn {
+  const native = nativeBufferUtil()?.mask;
+  return typeof native === 'function' ? (native as MaskFn) : maskInJs;
 }
 
 let maskFn: MaskFn | undefined;
