@@ -268,9 +268,16 @@ export class Pool {
     const s = storage(found.vdevs, allocator, env);
     const passedOver = found.passedOver;
     if (passedOver !== null && ub.txg >= passedOver.txg) {
-      // Txgs at or past the passed-over config: whether it landed is the pool's own record (an
-      // unreadable record counts as landed). If it did, the disk it names is missing.
-      const landed = await configTxgOf(s.store, ub.rootBp).then((t) => t >= passedOver.txg, () => true);
+      // Txgs at or past the passed-over config: whether it landed is the pool's own record (one
+      // that cannot be read under the older config counts as landed). If it did, the disk it
+      // names is missing.
+      const landed = await configTxgOf(s.store, ub.rootBp).then(
+        (t) => t >= passedOver.txg,
+        (e: unknown) => {
+          if (e instanceof MirrorpoolError) return true;
+          throw e;
+        },
+      );
       if (landed) throw passedOver.missing;
     }
     let mos = await ObjectSet.open(s.store, 'MOS', ub.rootBp);
