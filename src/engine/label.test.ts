@@ -330,6 +330,7 @@ class PowerCut {
       size: () => inner.size(),
       read: (o, l) => (this.opsLeft <= 0 ? Promise.reject(mpError('EIO', 'power lost')) : inner.read(o, l)),
       write: async (o, d) => (spend(), inner.write(o, d)),
+      writev: async (o, parts) => (spend(), inner.writev(o, parts)),
       writeDurable: async (o, d) => (spend(), inner.writeDurable(o, d)),
       sync: async () => (spend(), inner.sync()),
       resize: (b) => inner.resize(b),

@@ -31,6 +31,9 @@ class CountingDisk implements Disk {
   write(offset: number, data: Uint8Array): Promise<void> {
     return this.inner.write(offset, data);
   }
+  writev(offset: number, parts: readonly Uint8Array[]): Promise<void> {
+    return this.inner.writev(offset, parts);
+  }
   writeDurable(offset: number, data: Uint8Array): Promise<void> {
     return this.inner.writeDurable(offset, data);
   }

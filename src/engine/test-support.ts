@@ -2,7 +2,7 @@
 // test stop the whole machine after exactly N writes/syncs (counted across every disk), so
 // crash tests can cut power at every I/O boundary of a workload. Used only by tests.
 
-import { type Disk, Prng, SimClock, SimDisk, mpError, sha256 } from '../lib/index.js';
+import { type Disk, Prng, SimClock, SimDisk, mpError, sha256, writeGathered } from '../lib/index.js';
 import * as keyed from './keyed.js';
 import { type LeafInput, Pool, type PoolTuning } from './pool.js';
 
@@ -39,6 +39,11 @@ export class PowerCutDisk implements Disk {
   async write(offset: number, data: Uint8Array): Promise<void> {
     this.power.tick();
     await this.inner.write(offset, data);
+  }
+
+  /** Through write(), so a subclass that changes writes sees these too. */
+  writev(offset: number, parts: readonly Uint8Array[]): Promise<void> {
+    return writeGathered(this, offset, parts);
   }
 
   /** Two steps, so a power cut can fall between the write and its flush (a torn log block). */

@@ -9,7 +9,7 @@
 // Counters feed the pool's metrics. Created by the pool (create/import, via label.ts's readPool)
 // and used by block-io.ts, label.ts and vdev-admin.ts (which adds and removes children).
 
-import { type Disk, assert, concatBytes, hasCode, limits, mpError } from '../lib/index.js';
+import { type Disk, assert, hasCode, limits, mpError } from '../lib/index.js';
 import { type Guid, type VdevIo, layout } from './types.js';
 
 /** Children of one mirror. */
@@ -72,8 +72,6 @@ export interface LeafSpec {
 export const DISK_WRITES_IN_FLIGHT_MAX = 2;
 /** Largest merged write. */
 const MERGED_WRITE_BYTES_MAX = 4 * 1024 * 1024;
-/** Merge buffers one leaf keeps for reuse (fresh memory costs more than the copy into it). */
-const MERGE_BUFFERS_SPARE_MAX = DISK_WRITES_IN_FLIGHT_MAX + 2;
 
 interface PendingWrite {
   readonly at: number;
@@ -95,8 +93,6 @@ export class Leaf {
   readonly counters: IoCounters = zeroCounters();
   private writesInFlight = 0;
   private waiting: PendingWrite[] = [];
-  /** Merge buffers of MERGED_WRITE_BYTES_MAX no write is using (the disk gave them back). */
-  private readonly mergeSpare: Uint8Array[] = [];
 
   constructor(spec: LeafSpec) {
     this.disk = spec.disk;
@@ -121,46 +117,25 @@ export class Leaf {
 
   /**
    * One disk write for writes that lie back to back (the allocator places a txg's blocks in
-   * runs); each resolves or fails with it. Writes that arrive while DISK_WRITES_IN_FLIGHT_MAX are
-   * in flight wait and go out merged when one completes: a txg sync makes far fewer system calls.
+   * runs), gathered from their buffers (Disk.writev); each resolves or fails with it. Writes that
+   * arrive while DISK_WRITES_IN_FLIGHT_MAX are in flight wait and go out merged when one
+   * completes: a txg sync makes far fewer system calls.
    */
   private async issue(run: readonly PendingWrite[]): Promise<void> {
     this.writesInFlight++;
-    // A merged run is copied into a reused buffer, which is ours again once the disk's write
-    // settles (Disk.write uses `data` only until then) and goes back to mergeSpare.
-    let merged: Uint8Array | null = null;
     try {
       const first = run[0];
       assert(first !== undefined);
-      merged = run.length === 1 ? null : this.merge(run);
-      await this.disk.write(first.at, merged ?? first.data);
+      if (run.length === 1) await this.disk.write(first.at, first.data);
+      else await this.disk.writev(first.at, run.map((w) => w.data));
       for (const w of run) w.done();
     } catch (e) {
       for (const w of run) w.fail(e);
       throw e;
     } finally {
-      const spare = merged?.buffer;
-      if (spare !== undefined && spare.byteLength === MERGED_WRITE_BYTES_MAX && this.mergeSpare.length < MERGE_BUFFERS_SPARE_MAX) {
-        this.mergeSpare.push(new Uint8Array(spare));
-      }
       this.writesInFlight--;
       this.drain();
     }
-  }
-
-  /** The bytes of `run` back to back, in a spare merge buffer when they fit one. */
-  private merge(run: readonly PendingWrite[]): Uint8Array {
-    let total = 0;
-    for (const w of run) total += w.data.length;
-    if (total > MERGED_WRITE_BYTES_MAX) return concatBytes(run.map((w) => w.data));
-    const buf = this.mergeSpare.pop() ?? new Uint8Array(MERGED_WRITE_BYTES_MAX);
-    assert(buf.length === MERGED_WRITE_BYTES_MAX && buf.byteOffset === 0);
-    let at = 0;
-    for (const w of run) {
-      buf.set(w.data, at);
-      at += w.data.length;
-    }
-    return buf.subarray(0, total);
   }
 
   private drain(): void {

@@ -89,3 +89,18 @@ export function writeU64Number(buf: Uint8Array, offset: number, value: number): 
   v.setUint32(offset, value % 0x1_0000_0000, true);
   v.setUint32(offset + 4, Math.floor(value / 0x1_0000_0000), true);
 }
+
+/** `parts` without their first `n` bytes (views, no copy). */
+export function skipBytes(parts: readonly Uint8Array[], n: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let skip = n;
+  for (const p of parts) {
+    if (skip >= p.length) {
+      skip -= p.length;
+      continue;
+    }
+    out.push(skip > 0 ? p.subarray(skip) : p);
+    skip = 0;
+  }
+  return out;
+}

@@ -138,6 +138,35 @@ export function diskContract(name: string, make: MakeDisk): void {
       expect(disk.size()).toBe(SIZE);
     });
 
+    it('writes parts back to back as one write of their concatenation', async () => {
+      const { disk, contents } = await filled(20);
+      // Parts of any length (here 1 and 511 bytes among whole sectors) as long as the total is whole sectors.
+      const parts = [pattern(21, 3 * SECTOR), pattern(22, 1), pattern(23, SECTOR - 1), new Uint8Array(0), pattern(24, 2 * SECTOR)];
+      const total = parts.reduce((n, p) => n + p.length, 0);
+      await disk.writev(4 * SECTOR, parts);
+      const expected = contents.slice();
+      let at = 4 * SECTOR;
+      for (const p of parts) {
+        expected.set(p, at);
+        at += p.length;
+      }
+      expect(same(await disk.read(0, SIZE), expected)).toBe(true);
+      // More parts than one system call takes (IOV_MAX is 1024 on Linux), from views into one buffer.
+      const many = pattern(25, 1536 * 32);
+      await disk.writev(0, Array.from({ length: 1536 }, (_, i) => many.subarray(i * 32, (i + 1) * 32)));
+      expect(same(await disk.read(0, many.length), many)).toBe(true);
+      expect(same(await disk.read(many.length, SIZE - many.length), contents.subarray(many.length))).toBe(true);
+      expect(total).toBe(6 * SECTOR);
+    });
+
+    it.each(badWriteRanges)('rejects a gathered write with %s with EINVAL and changes nothing', async (_what, offset, length) => {
+      const { disk, contents } = await filled(26);
+      const data = pattern(27, length);
+      const cut = Math.floor(length / 3);
+      await expect(attempt(() => disk.writev(offset, [data.subarray(0, cut), data.subarray(cut)]))).rejects.toEqual(withCode('EINVAL'));
+      expect(same(await disk.read(0, SIZE), contents)).toBe(true);
+    });
+
     it('grows with zeros and keeps the old data', async () => {
       const { disk, contents } = await filled(9);
       await disk.resize(2 * SIZE);

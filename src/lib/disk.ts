@@ -8,12 +8,16 @@
 // - A write is volatile until a later sync() resolves: a crash may keep, drop or tear it (sector
 //   granularity). sync() makes durable every write and resize that resolved before sync() began.
 // - Buffers: read() returns a new buffer the caller owns. write() may use `data` until its promise
-//   resolves; the caller must not change it before then, and owns it again afterwards.
+//   resolves; the caller must not change it before then, and owns it again afterwards. The same
+//   holds for the parts given to writev(), which is write() of the parts back to back: one I/O,
+//   checked and torn as the write of their concatenation would be (the parts themselves may be of
+//   any length).
 // - Ordering: two overlapping writes in flight at once have no defined order; callers never issue
 //   them. A read that overlaps an in-flight write may see either version.
 // - Errors: EINVAL (bad range or argument), EIO (device error), ENOSPC (write or resize could not
 //   get space), ENOTSUP (resize of a block device). No other codes.
 
+import { concatBytes } from './bytes.js';
 import { mpError } from './errors.js';
 import { limits } from './limits.js';
 
@@ -22,6 +26,8 @@ export interface Disk {
   size(): number;
   read(offset: number, length: number): Promise<Uint8Array>;
   write(offset: number, data: Uint8Array): Promise<void>;
+  /** write() of `parts` back to back from `offset`, without gathering them first where the disk can. */
+  writev(offset: number, parts: readonly Uint8Array[]): Promise<void>;
   /**
    * write() that is durable when it resolves, without making other writes durable (an intent log
    * block must not wait for a txg's data). A crash while it is in flight may keep, drop or tear it.
@@ -49,6 +55,11 @@ export function checkDiskRange(offset: number, length: number, size: number): vo
   if (offset + length > size) {
     throw mpError('EINVAL', `disk I/O [${offset}, ${offset + length}) is past the end (${size})`, details);
   }
+}
+
+/** writev() for a disk that writes only whole buffers: write() of the parts gathered into one. */
+export function writeGathered(disk: Pick<Disk, 'write'>, offset: number, parts: readonly Uint8Array[]): Promise<void> {
+  return disk.write(offset, parts.length === 1 && parts[0] !== undefined ? parts[0] : concatBytes(parts));
 }
 
 /** Validates a new disk size; EINVAL if it is not allowed. */

@@ -6,6 +6,7 @@ import { constants } from 'node:fs';
 import { open, stat, readFile, realpath, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { assert } from './assert.js';
+import { skipBytes } from './bytes.js';
 import { type Disk, checkDiskRange, checkDiskSize } from './disk.js';
 import { mpError, MirrorpoolError } from './errors.js';
 
@@ -43,6 +44,9 @@ async function blockDeviceBytes(path: string): Promise<number> {
   assert(Number.isSafeInteger(sectors), `block device ${name}: unreadable size`);
   return sectors * 512;
 }
+
+/** Buffers one writev system call takes (Linux's IOV_MAX). */
+const IOV_MAX = 1024;
 
 export class FileDisk implements Disk {
   readonly path: string;
@@ -111,6 +115,26 @@ export class FileDisk implements Disk {
       await writeAll(this.fh, offset, data);
     } catch (e) {
       throw mapOsError(e, `write ${this.path}`, { path: this.path, offset, length: data.length });
+    }
+  }
+
+  /** One gathering write of the parts (as many as the system takes per call; short writes go on). */
+  async writev(offset: number, parts: readonly Uint8Array[]): Promise<void> {
+    assert(!this.closed, 'FileDisk used after close');
+    let length = 0;
+    for (const p of parts) length += p.length;
+    checkDiskRange(offset, length, this.bytes);
+    let done = 0;
+    let rest = parts.filter((p) => p.length > 0);
+    try {
+      while (rest.length > 0) {
+        const { bytesWritten } = await this.fh.writev(rest.slice(0, IOV_MAX), offset + done);
+        assert(bytesWritten > 0, 'writev made no progress');
+        done += bytesWritten;
+        rest = skipBytes(rest, bytesWritten);
+      }
+    } catch (e) {
+      throw mapOsError(e, `write ${this.path}`, { path: this.path, offset, length });
     }
   }
 

@@ -3,7 +3,7 @@ export { assert, assertUint, unreachable, AssertionFailure } from './assert.js';
 export { ERROR_CODES, MirrorpoolError, mpError, hasCode, isErrorCode, renderErrorsDoc } from './errors.js';
 export type { ErrorCode, ErrorDetails } from './errors.js';
 export { limits } from './limits.js';
-export { bytesEqual, concatBytes, copyBytes, fromHex, toHex, readU64, writeU64, readU64Number, writeU64Number } from './bytes.js';
+export { bytesEqual, concatBytes, copyBytes, fromHex, toHex, skipBytes, readU64, writeU64, readU64Number, writeU64Number } from './bytes.js';
 export { Fletcher4, fletcher4, FLETCHER4_DIGEST_BYTES } from './fletcher4.js';
 export {
   CHECKSUM_BYTES,
@@ -21,7 +21,7 @@ export { Prng } from './prng.js';
 export type { Clock, SimClockOptions } from './clock.js';
 export { SystemClock, SimClock, idle } from './clock.js';
 export type { Disk } from './disk.js';
-export { checkDiskRange, checkDiskSize } from './disk.js';
+export { checkDiskRange, checkDiskSize, writeGathered } from './disk.js';
 export { FileDisk } from './file-disk.js';
 export type { FileDiskOptions } from './file-disk.js';
 export { SimDisk } from './sim-disk.js';

@@ -7,7 +7,7 @@
 
 import { assert } from './assert.js';
 import type { Clock } from './clock.js';
-import { type Disk, checkDiskRange, checkDiskSize } from './disk.js';
+import { type Disk, checkDiskRange, checkDiskSize, writeGathered } from './disk.js';
 import { mpError } from './errors.js';
 import { limits } from './limits.js';
 import type { Random } from './random.js';
@@ -124,6 +124,11 @@ export class SimDisk implements Disk {
     if (target < 0 || target + copy.length > this.size()) return; // misdirected off the device: gone
     this.current.set(copy, target);
     this.pending.push({ kind: 'write', offset: target, data: copy });
+  }
+
+  /** One write of the parts gathered (a simulated device has nothing to gain from a gathering write). */
+  writev(offset: number, parts: readonly Uint8Array[]): Promise<void> {
+    return writeGathered(this, offset, parts);
   }
 
   async writeDurable(offset: number, data: Uint8Array): Promise<void> {

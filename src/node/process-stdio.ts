@@ -8,7 +8,7 @@
 // Called by cli-stream.ts.
 
 import { readSync, writevSync } from 'node:fs';
-import { assert, limits } from '../lib/index.js';
+import { assert, limits, skipBytes } from '../lib/index.js';
 import { fsError } from './cli-data.js';
 
 /** The process's own stdin getter, captured before anyone (an embedder, a test) replaces it. */
@@ -205,19 +205,4 @@ export class StdoutParts {
     }
     if (this.failure !== null) throw this.failure;
   }
-}
-
-/** `parts` without their first `n` bytes (views, no copy). */
-function skipBytes(parts: readonly Uint8Array[], n: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  let skip = n;
-  for (const p of parts) {
-    if (skip >= p.length) {
-      skip -= p.length;
-      continue;
-    }
-    out.push(skip > 0 ? p.subarray(skip) : p);
-    skip = 0;
-  }
-  return out;
 }
