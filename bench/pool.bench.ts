@@ -25,7 +25,7 @@ import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileDisk, Prng, SystemClock, SystemRandom } from '../src/lib/index.js';
-import { ObjectType, Pool, type ObjectId, type PoolTuning, dmu } from '../src/engine/index.js';
+import { DIRTY_MAX_BYTES_DEFAULT, ObjectType, Pool, type ObjectId, type PoolTuning, dmu } from '../src/engine/index.js';
 import { type Figure, figure, GiB, MiB } from './harness.js';
 
 const SUITE = 'pool';
@@ -45,7 +45,7 @@ const RSS_ALLOWANCE_BYTES = 256 * MiB;
 const RSS_SAMPLE_MS = 5;
 const SEED = 20_240_601;
 /** The pool's defaults, spelled out because the RSS figure is held against dirtyMaxBytes. */
-const TUNING = { dirtyMaxBytes: 256 * MiB, dirtySyncBytes: 64 * MiB, cacheBytes: 64 * MiB } satisfies PoolTuning;
+const TUNING = { dirtyMaxBytes: DIRTY_MAX_BYTES_DEFAULT, dirtySyncBytes: DIRTY_MAX_BYTES_DEFAULT / 4, cacheBytes: 64 * MiB } satisfies PoolTuning;
 
 function env(): { clock: SystemClock; random: SystemRandom; tuning: PoolTuning } {
   return { clock: new SystemClock(), random: new SystemRandom(), tuning: TUNING };

@@ -1,5 +1,5 @@
 // The public surface of src/engine: one node's pool engine. Other layers import only this file.
-export { Pool } from './pool.js';
+export { DIRTY_MAX_BYTES_DEFAULT, Pool } from './pool.js';
 export type { LeafInput, PoolEnv, PoolStatus, PoolTuning } from './pool.js';
 export type { CheckpointRecord, CheckpointState, CheckpointStatus } from './checkpoint.js';
 export { DISCARD_MEMORY_BYTES_DEFAULT } from './checkpoint.js';

@@ -32,10 +32,18 @@ import { TopVdev } from './vdev.js';
 import { CONFIG_TXG_KEY, type LeafName, VdevAdmin } from './vdev-admin.js';
 import { Zap } from './zap.js';
 
+/** The default dirty limit (PoolTuning.dirtyMaxBytes). */
+export const DIRTY_MAX_BYTES_DEFAULT = 64 * 1024 * 1024;
+
 export interface PoolTuning {
   /** Sync at least this often while dirty (default 5000; 0 disables the timer). */
   txgTimeoutMs?: number;
-  /** Writers wait past this many dirty bytes (default 256 MiB). */
+  /**
+   * Writers wait past this many dirty bytes (default 64 MiB). Dirty data lives in buffers that are
+   * reused once their txg is on disk, so this bounds the fresh memory a long write touches, which
+   * on the VMs this runs on costs more than the write: a 1 GiB receive took a fifth less time
+   * with 64 MiB than with 256 MiB.
+   */
   dirtyMaxBytes?: number;
   /** A sync starts past this many dirty bytes (default a quarter of dirtyMaxBytes). */
   dirtySyncBytes?: number;
@@ -155,7 +163,7 @@ export class Pool {
     this.env = p.env;
     const t = p.env.tuning ?? {};
     this.checksumKind = t.checksumKind ?? FLETCHER4;
-    const dirtyMaxBytes = t.dirtyMaxBytes ?? 256 * 1024 * 1024;
+    const dirtyMaxBytes = t.dirtyMaxBytes ?? DIRTY_MAX_BYTES_DEFAULT;
     this.txgs = new TxgManager({
       firstTxg: p.firstTxg,
       clock: p.env.clock,
