@@ -9,6 +9,10 @@
 // them (over by then), and by readers given a view of them (viewBlock). Such views mark the
 // buffer as shared and a shared buffer is never given back; it is left to the garbage collector.
 // take() hands out a buffer whose old bytes the caller overwrites whole before anyone reads it.
+//
+// A dirty block filled whole from bytes whose fletcher-4 the writer already knows (a received
+// WRITE, verified on arrival) carries that checksum to its sync, which then need not compute it
+// again (tree.ts). Whoever changes a dirty block in place calls changed() first, which drops it.
 
 import { assert } from '../lib/index.js';
 
@@ -25,6 +29,8 @@ class BlockBuffers {
   private spareBytes = 0;
   /** Buffers readers were given views of: never reused. */
   private readonly shared = new WeakSet<ArrayBuffer>();
+  /** The fletcher-4 of a dirty block's bytes, where its writer knew it (see the header). */
+  private readonly fletcher4s = new WeakMap<Uint8Array, Uint8Array>();
 
   /** A buffer of `bytes` whose contents are garbage: the caller overwrites all of it. */
   take(bytes: number): Uint8Array | null {
@@ -33,7 +39,23 @@ class BlockBuffers {
     if (buf === undefined) return null;
     this.spareBytes -= bytes;
     assert(buf.length === bytes && buf.byteOffset === 0 && buf.buffer.byteLength === bytes);
+    this.fletcher4s.delete(buf);
     return buf;
+  }
+
+  /** `block` was just filled with bytes whose fletcher-4 is `digest`. */
+  setFletcher4(block: Uint8Array, digest: Uint8Array): void {
+    this.fletcher4s.set(block, digest);
+  }
+
+  /** The fletcher-4 setFletcher4 recorded for `block`, unless it changed since. */
+  fletcher4Of(block: Uint8Array): Uint8Array | undefined {
+    return this.fletcher4s.get(block);
+  }
+
+  /** `block` is about to change in place: a checksum recorded for it no longer holds. */
+  changed(block: Uint8Array): void {
+    this.fletcher4s.delete(block);
   }
 
   /** Marks `buf` as seen by a reader: give() will ignore it. */

@@ -17,6 +17,8 @@ export interface BlockWriteMeta {
   readonly fill: number;
   /** Logical bytes; equals the data length until compression exists. */
   readonly lsize: number;
+  /** The checksum of `data`, when the writer already knows it (else it is computed here). */
+  readonly checksum?: Uint8Array;
 }
 
 /** Who is reading, so an unrecoverable error can name what is lost. */
@@ -82,7 +84,7 @@ export class BlockIo {
       checksumKind: meta.checksumKind,
       birth: meta.birth,
       fill: meta.fill,
-      checksum: checksum(checksumKindFromId(meta.checksumKind), data),
+      checksum: meta.checksum ?? checksum(checksumKindFromId(meta.checksumKind), data),
     };
     const problem = blockPointerProblem(bp);
     assert(problem === null, `BlockIo.write: ${problem}`);

@@ -21,6 +21,8 @@ export interface WriteMeta {
   readonly fill: number;
   /** Copies to keep: 1 for data, 2 (on distinct vdevs where possible) for metadata. */
   readonly copies: number;
+  /** The checksum of `data` (of checksumKind), when the writer already knows it. */
+  readonly checksum?: Uint8Array;
   /**
    * For an indirect block, the pointers `data` encodes: the store may keep them so the next
    * reader of the block need not decode it. Never modified afterwards.

@@ -194,8 +194,12 @@ export async function read(os: ObjectSet, obj: ObjectId, offset: number, length:
   return out;
 }
 
-/** Writes `data` at `offset`, extending the object as needed. */
-export async function write(os: ObjectSet, tx: Tx, obj: ObjectId, offset: number, data: Uint8Array): Promise<void> {
+/**
+ * Writes `data` at `offset`, extending the object as needed. `fletcher4`, when given, is the
+ * fletcher-4 of `data`, which the caller vouches for (a received WRITE, verified on arrival):
+ * when `data` is exactly one whole block, its sync uses it instead of computing it again.
+ */
+export async function write(os: ObjectSet, tx: Tx, obj: ObjectId, offset: number, data: Uint8Array, fletcher4?: Uint8Array): Promise<void> {
   checkRange(offset, data.length, 'write');
   if (data.length > DMU_IO_BYTES_MAX) throw mpError('EINVAL', `write of ${data.length} bytes exceeds ${DMU_IO_BYTES_MAX}`);
   if (data.length === 0) return;
@@ -214,7 +218,10 @@ export async function write(os: ObjectSet, tx: Tx, obj: ObjectId, offset: number
         // (else a new one, not zeroed first).
         const reused = blockBuffers.take(bs);
         if (reused !== null) reused.set(data.subarray(from - offset, to - offset));
-        od.blocks.set(b, reused ?? copyBytes(data, from - offset, to - offset));
+        const filled = reused ?? copyBytes(data, from - offset, to - offset);
+        // A copy: like `data`, the digest may lie in a buffer its owner reuses once this returns.
+        if (fletcher4 !== undefined && data.length === bs) blockBuffers.setFletcher4(filled, fletcher4.slice());
+        od.blocks.set(b, filled);
         os.addDirtyBytes(tx.txg, bs);
         continue;
       }
@@ -223,6 +230,7 @@ export async function write(os: ObjectSet, tx: Tx, obj: ObjectId, offset: number
         od.blocks.set(b, block);
         os.addDirtyBytes(tx.txg, bs);
       }
+      blockBuffers.changed(block);
       block.set(data.subarray(from - offset, to - offset), from - b * bs);
     }
     od.header = { ...h, size: Math.max(h.size, end), blocks: Math.max(h.blocks, Math.ceil(end / bs)) };
@@ -278,6 +286,7 @@ async function freeRangeLocked(os: ObjectSet, tx: Tx, obj: ObjectId, offset: num
       od.blocks.set(b, block);
       os.addDirtyBytes(tx.txg, bs);
     }
+    blockBuffers.changed(block);
     block.fill(0, from - b * bs, to - b * bs);
   }
 }

@@ -84,6 +84,7 @@ export class PoolBlockStore implements BlockStore {
       birth: t,
       fill: meta.fill,
       lsize: data.length,
+      ...(meta.checksum === undefined ? {} : { checksum: meta.checksum }),
     });
     if (meta.copies > 1) this.cache.put(bp, data);
     if (meta.pointers !== undefined) this.cache.putPointers(bp, meta.pointers);

@@ -5,8 +5,9 @@
 // hole whose birth is the txg that freed it; only subtrees a txg touched are read or rewritten,
 // so a sync costs in proportion to the change, not the object.
 
-import { assert, mpError } from '../lib/index.js';
+import { ChecksumKind, assert, mpError } from '../lib/index.js';
 import { encodeBlockPointers } from './blkptr.js';
+import { blockBuffers } from './block-buffers.js';
 import { type BlockStore, type ReadContext, bpAllocatedBytes } from './block-store.js';
 import { POINTER_SHIFT, POINTERS_PER_INDIRECT, INDIRECT_BYTES, capacityBlocks } from './dnode.js';
 import { type BlockPointer, BlockType, HOLE, type Txg, isHole, txg } from './types.js';
@@ -127,6 +128,8 @@ export async function syncTree(
     store.free(bp, meta.txg);
   };
   const write = async (data: Uint8Array, level: number, fill: number, pointers?: readonly BlockPointer[]): Promise<BlockPointer> => {
+    // A data block filled from bytes of known fletcher-4 (block-buffers.ts) is not summed again.
+    const known = level === 0 && meta.checksumKind === ChecksumKind.fletcher4 ? blockBuffers.fletcher4Of(data) : undefined;
     const bp = await store.write(
       data,
       {
@@ -138,6 +141,7 @@ export async function syncTree(
         // it once the txg is on disk (block-buffers.ts).
         copies: level === 0 && meta.dataType === BlockType.data ? 1 : 2,
         ...(pointers === undefined ? {} : { pointers }),
+        ...(known === undefined ? {} : { checksum: known }),
       },
       meta.txg,
     );

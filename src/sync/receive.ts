@@ -241,7 +241,8 @@ async function apply(view: DatasetView, tx: TxHandle, r: StreamRecord): Promise<
     }
     case RecordKind.write:
       await existing(view, r.object, 'WRITE');
-      await dmu.write(os, tx, r.object, r.offset, r.data);
+      // The checksum was verified against the data on arrival: a whole block's sync reuses it.
+      await dmu.write(os, tx, r.object, r.offset, r.data, r.checksum);
       return;
     case RecordKind.free: {
       const size = await existing(view, r.object, 'FREE');
