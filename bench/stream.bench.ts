@@ -40,7 +40,7 @@ const CHANGES = [0.001, 0.01, 0.1] as const;
 const SEED = 20_261_201;
 /** Timed runs of the full send and of each incremental one (medians count). */
 const FULL_RUNS = 3;
-const INC_RUNS = 5;
+const INC_RUNS = 9;
 const TUNING = { txgTimeoutMs: 0, dirtyMaxBytes: 256 * MiB, dirtySyncBytes: 64 * MiB, cacheBytes: 64 * MiB } satisfies PoolTuning;
 /** The CLI, from dist/bench/ (where this file runs once built). */
 const BIN = fileURLToPath(new URL('../../bin/mirrorpool.js', import.meta.url));
