@@ -452,6 +452,11 @@ function ignoringEproto<T>(f: () => T): T | undefined {
 export interface ReadPoolOptions {
   /** Import the newest uberblock at or before this txg (rewind). */
   readonly maxTxg?: number;
+  /**
+   * Ignore configs at or past this txg: a config change that never landed (Pool.import). A disk
+   * whose labels show only such configs is not a member.
+   */
+  readonly configsBefore?: Txg;
 }
 
 export interface ImportedPool {
@@ -486,9 +491,9 @@ export interface PassedOverConfig {
   readonly missing: MirrorpoolError;
 }
 
-function newestConfig(labels: DiskLabels): LabelConfig | undefined {
+function newestConfig(labels: DiskLabels, before = Infinity): LabelConfig | undefined {
   let best: LabelConfig | undefined;
-  for (const { config } of labels.configs) if (best === undefined || config.txg > best.txg) best = config;
+  for (const { config } of labels.configs) if (config.txg < before && (best === undefined || config.txg > best.txg)) best = config;
   return best;
 }
 
@@ -500,15 +505,17 @@ export async function readPool(disks: readonly Disk[], options: ReadPoolOptions 
     throw mpError('EINVAL', `maxTxg must be a txg, got ${maxTxg}`, { maxTxg });
   }
   const labels = await Promise.all(disks.map((d) => readDiskLabels(d)));
-  const own: LabelConfig[] = labels.map((l, disk) => {
-    const c = newestConfig(l);
-    if (c === undefined) throw mpError('EPROTO', `disk ${disk} is not a mirrorpool vdev (no valid label)`, { disk });
-    return c;
+  const own: (LabelConfig | undefined)[] = labels.map((l, disk) => {
+    if (l.configs.length === 0) throw mpError('EPROTO', `disk ${disk} is not a mirrorpool vdev (no valid label)`, { disk });
+    return newestConfig(l, options.configsBefore);
   });
-  const newestCfg = own.reduce((best, c) => (c.txg > best.txg ? c : best));
-  checkOnePool(newestCfg, own);
+  const present = own.filter((c) => c !== undefined);
+  const newestCfg = present.reduce<LabelConfig | undefined>((best, c) => (best === undefined || c.txg > best.txg ? c : best), undefined);
+  if (newestCfg === undefined) throw mpError('EPROTO', `no disk carries a config older than txg ${options.configsBefore}`, { configsBefore: options.configsBefore });
+  checkOnePool(newestCfg, present);
   const byLeaf = new Map<Guid, number>();
   for (const [disk, c] of own.entries()) {
+    if (c === undefined) continue;
     if (byLeaf.has(c.leafGuid)) throw mpError('EINVAL', `two disks claim leaf ${c.leafGuid}`, { leafGuid: c.leafGuid.toString() });
     byLeaf.set(c.leafGuid, disk);
   }
@@ -559,7 +566,7 @@ function checkOnePool(newest: LabelConfig, own: readonly LabelConfig[]): void {
  * of the same leaf (this life of the disk in the pool) still carries on a member disk — the
  * guid before a reguid whose labels a crash cut short.
  */
-function poolGuidsOf(config: LabelConfig, labels: readonly DiskLabels[], own: readonly LabelConfig[], members: ReadonlySet<number | undefined>): Set<Guid> {
+function poolGuidsOf(config: LabelConfig, labels: readonly DiskLabels[], own: readonly (LabelConfig | undefined)[], members: ReadonlySet<number | undefined>): Set<Guid> {
   const guids = new Set<Guid>([config.poolGuid]);
   for (const [disk, l] of labels.entries()) {
     if (!members.has(disk)) continue;

@@ -102,11 +102,14 @@ interface PoolParts {
   readonly env: PoolEnv;
 }
 
-/** The txg of the last config change the pool recorded (0 when none), read from the MOS at `root`. */
-async function configTxgOf(store: BlockStore, root: BlockPointer): Promise<number> {
+/**
+ * The txg of the last config the pool recorded as its own, read from the MOS at `root`: undefined
+ * for a pool made before pools recorded it at creation and that has had no config change since.
+ */
+async function configTxgOf(store: BlockStore, root: BlockPointer): Promise<number | undefined> {
   const mos = await ObjectSet.open(store, 'MOS', root);
   const dir = await Zap.open(await dmu.objectAccess(mos, null, MOS_DIRECTORY));
-  return (await dir.getNumber(CONFIG_TXG_KEY)) ?? 0;
+  return dir.getNumber(CONFIG_TXG_KEY);
 }
 
 /** MOS sync passes in one txg: retained frees the MOS sync itself makes are recorded by another. */
@@ -252,6 +255,8 @@ export class Pool {
       await dmu.claimObject(pool.mos, tx, MOS_DIRECTORY, { type: ObjectType.zap, blockBytes: 16 * 1024, checksumKind });
       const dir = await Zap.create(await dmu.objectAccess(pool.mos, tx, MOS_DIRECTORY));
       await dir.setNumber(ROOT_DATASET_KEY, await pool.dsl.createRoot(tx));
+      // The labels' config is the pool's from the start (import compares the two: Pool.import).
+      await dir.setNumber(CONFIG_TXG_KEY, config.txg);
     });
     return pool;
   }
@@ -264,30 +269,48 @@ export class Pool {
    * before it leaves the pool as it was, checkpoint included.
    */
   static async import(leaves: readonly LeafInput[], env: PoolEnv, options: { maxTxg?: number; rewindToCheckpoint?: boolean } = {}): Promise<Pool> {
-    const found = await readPool(
-      leaves.map((l) => l.disk),
-      options.maxTxg === undefined ? {} : { maxTxg: options.maxTxg },
-    );
+    return Pool.importFrom(leaves, env, options);
+  }
+
+  /** import(), ignoring label configs at or past `configsBefore` (a config change that never landed). */
+  private static async importFrom(
+    leaves: readonly LeafInput[],
+    env: PoolEnv,
+    options: { maxTxg?: number; rewindToCheckpoint?: boolean },
+    configsBefore?: Txg,
+  ): Promise<Pool> {
+    const found = await readPool(leaves.map((l) => l.disk), {
+      ...(options.maxTxg === undefined ? {} : { maxTxg: options.maxTxg }),
+      ...(configsBefore === undefined ? {} : { configsBefore }),
+    });
     let ub = found.uberblock;
     const groups = await Promise.all(
       found.vdevs.map((v, i) => MetaslabGroup.load(v, found.config.vdevs[i]?.metaslabShift ?? 0, ub.txg)),
     );
     const allocator = new SpaceAllocator(groups);
     const s = storage(found.vdevs, allocator, env);
+    // The config the pool last recorded as its own; null when it cannot be read under this
+    // config (a coded error: the checks below then take the labels' word).
+    const recorded = await configTxgOf(s.store, ub.rootBp).catch((e: unknown) => {
+      if (e instanceof MirrorpoolError) return null;
+      throw e;
+    });
     const passedOver = found.passedOver;
-    if (passedOver !== null && ub.txg >= passedOver.txg) {
-      // Txgs at or past the passed-over config: whether it landed is the pool's own record (one
-      // that cannot be read under the older config counts as landed). If it did, the disk it
-      // names is missing.
-      const landed = await configTxgOf(s.store, ub.rootBp).then(
-        (t) => t >= passedOver.txg,
-        (e: unknown) => {
-          if (e instanceof MirrorpoolError) return true;
-          throw e;
-        },
-      );
-      if (landed) throw passedOver.missing;
+    // Txgs at or past a passed-over config (it names a missing disk): if the pool recorded it,
+    // the change landed and the disk is missing.
+    if (passedOver !== null && ub.txg >= passedOver.txg && (recorded === null || (recorded ?? 0) >= passedOver.txg)) throw passedOver.missing;
+    // A config newer than the pool's record that txgs were written past never landed: a crash
+    // cut the change after some labels took it (attach writes the new child's labels first),
+    // and the pool then ran without it, from disks that did not show it. It is passed over
+    // as well: the new child missed every write since and would be a stale copy.
+    const cfgTxg = found.config.txg;
+    if (passedOver === null && typeof recorded === 'number' && cfgTxg > recorded && ub.txg >= cfgTxg) {
+      return Pool.importFrom(leaves, env, options, cfgTxg);
     }
+    // Labels to rewrite before any new uberblock: a passed-over config must become older than
+    // the labels, and a config newer than every txg (a change cut after its labels, before its
+    // uberblock) becomes the pool's record, so that it is not passed over once txgs pass it.
+    const relabel = passedOver !== null || configsBefore !== undefined || (typeof recorded === 'number' && cfgTxg > recorded);
     let mos = await ObjectSet.open(s.store, 'MOS', ub.rootBp);
     let checkpoint = await Checkpoint.load(mos, MOS_DIRECTORY);
     let rewind: { frees: Dva[]; logObjects: ObjectId[] } | null = null;
@@ -321,8 +344,7 @@ export class Pool {
     await pool.dsl.load(objectId(rootRecord));
     pool.txgs.start();
     try {
-      // Before any new uberblock: a passed-over newer config must become older than the labels.
-      if (passedOver !== null) await pool.vdevAdmin().relabel();
+      if (relabel) await pool.vdevAdmin().relabel();
       if (rewind !== null) {
         await pool.finishRewind(rewind.frees, rewind.logObjects, found.uberblock.txg);
       } else if ((await pool.dsl.replayIntentLogs(() => pool.assign({ netFree: true }), ub.txg)) > 0 || pool.logs.size > 0) {

@@ -74,6 +74,26 @@ class PowerCutAtConfigSync extends PowerCutDisk {
   }
 }
 
+/** A disk that cuts the power once a config written to its labels is durable (its sync returned). */
+class PowerCutAfterConfigSync extends PowerCutDisk {
+  private configWritten = false;
+
+  constructor(inner: SimDisk, private readonly switch_: PowerSwitch) {
+    super(inner, switch_);
+  }
+
+  override async write(offset: number, data: Uint8Array): Promise<void> {
+    const inLabel = leafLayout(this.size()).labelOffsets.some((at) => at !== undefined && offset < at + layout.labelBytes && offset + data.length > at);
+    if (inLabel && data.some((b) => b !== 0)) this.configWritten = true;
+    await super.write(offset, data);
+  }
+
+  override async sync(): Promise<void> {
+    await super.sync();
+    if (this.configWritten) this.switch_.cutAt = this.switch_.ops;
+  }
+}
+
 /** Imports from every disk that carries a label (as a scan of a folder would). */
 async function importLabelled(m: SimMachine): Promise<Pool> {
   const leaves: LeafInput[] = [];
@@ -536,6 +556,71 @@ describe('vdev administration crash safety', () => {
     expect((await readDiskLabels(sim2)).configs).toEqual([]);
     return data;
   }
+
+  /**
+   * An attach cut once the new child's labels took the new config (they go first, before any
+   * other label names it) and before anything else of the change: sim1's labels name the mirror,
+   * sim0's the plain disk, no uberblock of the change landed. The pool's data is returned.
+   */
+  async function attachCutAfterChildLabels(m: SimMachine): Promise<Data> {
+    const pool = await create(m, [[0]]);
+    const data = await writeData(pool, 41, 3);
+    const sim1 = m.disks[1];
+    if (sim1 === undefined) throw new Error('no disk 1');
+    await expect(pool.attach('sim0', { disk: new PowerCutAfterConfigSync(sim1, m.power), path: 'sim1' })).rejects.toThrow(/failed to sync/);
+    await pool.abandon();
+    m.crash();
+    const children = async (d: SimDisk): Promise<number[]> => (await readDiskLabels(d)).configs.map((c) => c.config.vdevs[0]?.children.length ?? 0);
+    expect(new Set(await children(sim1))).toEqual(new Set([2]));
+    expect(new Set(await children(m.disks[0]!))).toEqual(new Set([1]));
+    return data;
+  }
+
+  it('an attach cut after the new child took the new config, the pool then used from the old disk alone: a later import with both passes the stale child over', async () => {
+    const m = simMachine(41, 2, CRASH_DISK_BYTES);
+    const data = await attachCutAfterChildLabels(m);
+    // A pool cache lists the disks of the last config the pool had: the old disk only.
+    const alone = await Pool.import([leaf(m, 0)], env(m));
+    expect(shape(alone)).toBe('disk(sim0)');
+    // Txgs past the config sim1 carries, which sim1 never sees.
+    const more = await writeData(alone, 42, 2, new Map(data));
+    await alone.export();
+    const both = await importLabelled(m);
+    expect(shape(both)).toBe('disk(sim0)');
+    await expectData(both, more, 'imported with both:');
+    const more2 = await writeData(both, 43, 1, new Map(more));
+    await both.export();
+    const again = await importLabelled(m);
+    expect(shape(again)).toBe('disk(sim0)');
+    await expectData(again, more2, 'imported again:');
+    await again.checkInvariants();
+    // sim1 can be attached again, and then holds everything.
+    await again.attach('sim0', leaf(m, 1));
+    expect(shape(again)).toBe('mirror(sim0,sim1)');
+    await again.export();
+    failDataReads(m, 0);
+    const mirror = await importLabelled(m);
+    await expectData(mirror, more2, 'from the re-attached child:');
+    await mirror.export();
+  });
+
+  it('an attach cut after the new child took the new config, imported with both at once: the mirror stands and stays after new txgs', async () => {
+    const m = simMachine(44, 2, CRASH_DISK_BYTES);
+    const data = await attachCutAfterChildLabels(m);
+    // No txg passed the change: sim1 holds a full copy of the pool as it was, so the mirror is taken.
+    const both = await importLabelled(m);
+    expect(shape(both)).toBe('mirror(sim0,sim1)');
+    const more = await writeData(both, 45, 2, new Map(data));
+    await both.export();
+    const again = await importLabelled(m);
+    expect(shape(again)).toBe('mirror(sim0,sim1)');
+    await expectData(again, more, 'imported again:');
+    await again.export();
+    failDataReads(m, 0);
+    const fromChild = await importLabelled(m);
+    await expectData(fromChild, more, 'from the child alone:');
+    await fromChild.export();
+  });
 
   for (const firstWith of ['every labelled disk', 'the old disk only'] as const) {
     it(`an add of a mirror cut after one new disk took the new config: imported first with ${firstWith}, the pool is as before, and stays so after new txgs`, async () => {
