@@ -622,6 +622,40 @@ describe('vdev administration crash safety', () => {
     await fromChild.export();
   });
 
+  it('a power cut at any I/O of the import that takes such an attach leaves the mirror, relabelled or not', async () => {
+    const uncut = simMachine(46, 2, CRASH_DISK_BYTES);
+    await attachCutAfterChildLabels(uncut);
+    const from = uncut.power.ops;
+    await (await importLabelled(uncut)).export();
+    const total = uncut.power.ops - from;
+    expect(total).toBeGreaterThan(0);
+    // Sampled as the change sweeps below are (VDEV_CRASH_CUTS=<large> takes every I/O).
+    for (const k of cutPoints(total, 46)) {
+      const m = simMachine(46, 2, CRASH_DISK_BYTES);
+      const data = await attachCutAfterChildLabels(m);
+      m.power.cutAt = m.power.ops + k;
+      await importLabelled(m).then(
+        (pool) => pool.abandon(),
+        (e: unknown) => {
+          if (!m.power.off) throw e;
+        },
+      );
+      m.crash();
+      const pool = await importLabelled(m);
+      const label = `cut at I/O ${k}/${total}`;
+      expect(shape(pool), label).toBe('mirror(sim0,sim1)');
+      await expectData(pool, data, `${label}:`);
+      const more = await writeData(pool, 47, 1, new Map(data));
+      await pool.export();
+      const again = await importLabelled(m);
+      expect(shape(again), `${label}, imported again`).toBe('mirror(sim0,sim1)');
+      await expectData(again, more, `${label}, imported again:`);
+      await again.checkInvariants();
+      await again.export();
+      await idle();
+    }
+  }, 120_000);
+
   for (const firstWith of ['every labelled disk', 'the old disk only'] as const) {
     it(`an add of a mirror cut after one new disk took the new config: imported first with ${firstWith}, the pool is as before, and stays so after new txgs`, async () => {
       const m = simMachine(31, 3, CRASH_DISK_BYTES);
