@@ -2,6 +2,8 @@
 // ratios and writes bench/results/latest.json. Exits 1 with --strict when a target is missed.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { type Figure, formatTable, meets } from './harness.js';
 import * as checkpoint from './checkpoint.bench.js';
 import * as checksum from './checksum.bench.js';
@@ -31,8 +33,10 @@ async function main(): Promise<void> {
   }
   process.stdout.write(`${formatTable(figures)}\n`);
   const machine = { node: process.version, cpus: cpus().length, cpu: cpus()[0]?.model ?? 'unknown' };
-  await mkdir('bench/results', { recursive: true });
-  await writeFile('bench/results/latest.json', `${JSON.stringify({ machine, figures }, null, 2)}\n`);
+  // bench/results/ of the checkout, wherever the command runs from (this file runs as dist/bench/run.js).
+  const results = fileURLToPath(new URL('../../bench/results/', import.meta.url));
+  await mkdir(results, { recursive: true });
+  await writeFile(join(results, 'latest.json'), `${JSON.stringify({ machine, figures }, null, 2)}\n`);
   const missed = figures.filter((f) => !meets(f));
   if (strict && missed.length > 0) process.exit(1);
 }

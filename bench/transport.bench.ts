@@ -41,7 +41,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import {
   type ClientCredentials, type MethodSpec, type RpcClient, type ServerAuth, connect, generateNodeKeys, serveConnection, wsServerOptions,
 } from '../src/node/rpc/index.js';
-import { type Figure, figure, fullGc, GiB, MiB } from './harness.js';
+import { type Figure, figure, fullGc, GiB, median, MiB } from './harness.js';
 
 const SUITE = 'transport';
 const HOST = '127.0.0.1';
@@ -83,12 +83,6 @@ function log(line: string): void {
 }
 
 const mibPerSecond = (bytes: number, ms: number): number => bytes / MiB / (ms / 1000);
-
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
 
 /** Whether ws loaded bufferutil (it decides once, when it is first imported). */
 function bufferutilLoaded(): boolean {
