@@ -6,11 +6,10 @@ import { createRequire } from 'node:module';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connect } from './client.js';
-import type { MethodSpec } from './connection.js';
 import { DataReader } from './data-reader.js';
 import { xorMask } from './data-writer.js';
 import { DATA_MARKER } from './frames.js';
-import { type TestServer, startServer, testCluster } from './rpc-test-support.js';
+import { type TestServer, sizedChunks, startServer, testCluster } from './rpc-test-support.js';
 
 /** ws's own frame parser (the Receiver every peer runs), typed as much as these tests use it. */
 interface WsReceiver {
@@ -265,16 +264,8 @@ describe('DataReader on a connection', () => {
     server = undefined;
   });
   /** Odd sizes, so writes end mid-frame and frames straddle socket reads. */
-  const SIZES = [1, 5000, 16 * 1024, 1024 * 1024 + 3, 70_001];
-  const bytesOf = (i: number): Buffer => Buffer.alloc(SIZES[i]!, i + 1);
-  const sum: MethodSpec = {
-    scope: 'rw',
-    handler: async (_p, ctx) => {
-      const got: Buffer[] = [];
-      for await (const chunk of ctx.input) got.push(Buffer.from(chunk));
-      return Buffer.concat(got).equals(Buffer.concat(SIZES.map((_, i) => bytesOf(i))));
-    },
-  };
+  const data = sizedChunks([1, 5000, 16 * 1024, 1024 * 1024 + 3, 70_001]);
+  const sum = data.receives;
 
   it('takes a client\'s DATA frames off the socket before ws: they arrive whole and ws emits none', async () => {
     server = await startServer({ auth: cluster.auth, methods: { sum } });
@@ -283,10 +274,7 @@ describe('DataReader on a connection', () => {
     server.sockets[0]!.on('message', (data: Buffer) => {
       if (data[0] === DATA_MARKER) viaWs.push(data);
     });
-    const input = (async function* () {
-      for (let i = 0; i < SIZES.length; i++) yield bytesOf(i);
-    })();
-    expect(await c.call('sum', null, { input })).toBe(true);
+    expect(await c.call('sum', null, { input: data.chunks() })).toBe(true);
     expect(viaWs).toEqual([]);
     expect(server.events.frameErrors).toEqual([]);
     await c.close();

@@ -204,3 +204,27 @@ export const tick = (): Promise<void> => new Promise((resolve) => setImmediate(r
 
 /** Matches a MirrorpoolError with `code` in toThrow(). */
 export const withCode = (code: ErrorCode): Error => expect.objectContaining({ name: 'MirrorpoolError', code }) as Error;
+
+/**
+ * Chunks of the given sizes, chunk i filled with the byte i + 1 (odd sizes make writes end
+ * mid-frame); `whole` is all of them back to back, `chunks()` yields them, and `receives` is a
+ * method answering whether its input was exactly `whole`.
+ */
+export function sizedChunks(sizes: readonly number[]): { whole: Buffer; chunks: () => AsyncGenerator<Uint8Array>; receives: MethodSpec } {
+  const parts = sizes.map((n, i) => Buffer.alloc(n, i + 1));
+  const whole = Buffer.concat(parts);
+  return {
+    whole,
+    chunks: () => (async function* () {
+      for (const part of parts) yield await Promise.resolve(part);
+    })(),
+    receives: {
+      scope: 'rw',
+      handler: async (_p, ctx) => {
+        const got: Buffer[] = [];
+        for await (const chunk of ctx.input) got.push(Buffer.from(chunk));
+        return Buffer.concat(got).equals(whole);
+      },
+    },
+  };
+}

@@ -5,27 +5,19 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect } from './client.js';
 import type { MethodSpec } from './connection.js';
-import { type TestServer, rejection, startServer, testCluster } from './rpc-test-support.js';
+import { type TestServer, rejection, sizedChunks, startServer, testCluster } from './rpc-test-support.js';
 
 const cluster = testCluster();
 /** Odd sizes, so writes end mid-frame and mid-batch. */
-const SIZES = [1, 5000, 16 * 1024, 1024 * 1024 + 3, 3 * 1024 * 1024 - 7, 70_001];
-const bytesOf = (i: number): Buffer => Buffer.alloc(SIZES[i]!, i + 1);
+const data = sizedChunks([1, 5000, 16 * 1024, 1024 * 1024 + 3, 3 * 1024 * 1024 - 7, 70_001]);
 const pull: MethodSpec = {
   scope: 'ro',
   handler: async (_p, ctx) => {
-    for (let i = 0; i < SIZES.length; i++) await ctx.write(bytesOf(i));
+    for await (const chunk of data.chunks()) await ctx.write(chunk);
     return null;
   },
 };
-const push: MethodSpec = {
-  scope: 'rw',
-  handler: async (_p, ctx) => {
-    const got: Buffer[] = [];
-    for await (const chunk of ctx.input) got.push(Buffer.from(chunk));
-    return Buffer.concat(got).equals(Buffer.concat(SIZES.map((_, i) => bytesOf(i))));
-  },
-};
+const push = data.receives;
 let dir: string;
 let tls: { key: string; cert: string };
 let server: TestServer;
@@ -65,11 +57,8 @@ describe('rpc over TLS', () => {
     const c = await connect(server.url, { kind: 'node', keys: cluster.peer, clusterSecret: cluster.secret }, { ca: tls.cert });
     const got: Buffer[] = [];
     await c.call('pull', null, { output: (chunk) => void got.push(Buffer.from(chunk)) });
-    expect(Buffer.concat(got).equals(Buffer.concat(SIZES.map((_, i) => bytesOf(i))))).toBe(true);
-    async function* input(): AsyncGenerator<Uint8Array> {
-      for (let i = 0; i < SIZES.length; i++) yield bytesOf(i);
-    }
-    expect(await c.call('push', null, { input: input() })).toBe(true);
+    expect(Buffer.concat(got).equals(data.whole)).toBe(true);
+    expect(await c.call('push', null, { input: data.chunks() })).toBe(true);
     expect(server.events.frameErrors).toEqual([]);
     await c.close();
   });
