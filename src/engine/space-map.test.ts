@@ -372,6 +372,39 @@ describe('SpaceMap', () => {
     }
   });
 
+  it('loads with one read of its reserved area when nothing is damaged', async () => {
+    const { io } = makeIo(70);
+    const sm = await SpaceMap.format(io, MS_START, MS_BYTES, SMALL_LOG);
+    const data = MS_START + SpaceMap.reservedBytes(MS_BYTES, SMALL_LOG);
+    await sm.appendTxg(txg(1), [{ start: data, size: 1024 }], [], { condense: true });
+    await sm.appendTxg(txg(2), [{ start: data + 4096, size: 512 }], []);
+    await sm.appendTxg(txg(3), [], [{ start: data, size: 512 }]);
+    await io.sync();
+    const before = io.stats.reads;
+    const loaded = await load(io, 3);
+    expect(io.stats.reads - before).toBe(1);
+    expect(loaded.allocated.ranges()).toEqual([{ start: data + 512, size: 512 }, { start: data + 4096, size: 512 }]);
+  });
+
+  it('reads piece by piece when its reserved area cannot be read at once, and names the part that fails', async () => {
+    const { io, disks } = makeIo(71);
+    const sm = await SpaceMap.format(io, MS_START, MS_BYTES, SMALL_LOG);
+    const data = MS_START + SpaceMap.reservedBytes(MS_BYTES, SMALL_LOG);
+    await sm.appendTxg(txg(1), [{ start: data, size: 1024 }], []);
+    await io.sync();
+    const l = spaceMapLayout(MS_BYTES, SMALL_LOG.logBytes);
+    // Slot B (not the active one) has a bad sector: only the one read covering all of it fails...
+    const slotB = MS_START + l.slotBytes + SECTOR_BYTES;
+    const fault = disks[0]!.injectFault({ op: 'read', effect: { kind: 'eio' }, range: [slotB, slotB + SECTOR_BYTES] });
+    const before = io.stats.reads;
+    expect((await load(io, 1)).allocated.ranges()).toEqual([{ start: data, size: 1024 }]);
+    expect(io.stats.reads - before).toBeGreaterThan(2);
+    fault.remove();
+    // ...while a bad sector in what the load needs is EIO naming the slot, as a piecewise load gives.
+    disks[0]!.injectFault({ op: 'read', effect: { kind: 'eio' }, range: [MS_START, MS_START + SECTOR_BYTES] });
+    expect(await expectCode(load(io, 1), 'EIO')).toMatchObject({ metaslabStart: MS_START, slot: 0 });
+  });
+
   it('gives EPROTO when loaded with a layout other than the one formatted', async () => {
     const { io } = makeIo(70);
     await SpaceMap.format(io, MS_START, MS_BYTES);

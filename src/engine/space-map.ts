@@ -34,7 +34,7 @@ import {
   applyChanges, decodeRecordHeader, decodeRecordPayload, encodeRecord, encodeSlotHeader, recordBodyIntact,
   recordHeaderIntact, setMapRun, spaceMapLayout,
 } from './space-map-format.js';
-import { LogReader, allZero, findNewerSlot, pickSlot, readAccepted, readMap, readSlotHeader } from './space-map-load.js';
+import { LogReader, allZero, findNewerSlot, loadReads, pickSlot, readAccepted, readMap, readSlotHeader } from './space-map-load.js';
 
 export { TXG_DEFER };
 
@@ -106,18 +106,19 @@ export class SpaceMap {
     const l = spaceMapLayout(msBytes, options.logBytes);
     checkPlacement(io, msStart, l);
     const where = { vdev: io.index, metaslabStart: msStart, ubTxg };
-    const headers = [await readSlotHeader(io, msStart, l, 0, where), await readSlotHeader(io, msStart, l, 1, where)];
+    const reads = await loadReads(io, msStart, l.reservedBytes);
+    const headers = [await readSlotHeader(reads, msStart, l, 0, where), await readSlotHeader(reads, msStart, l, 1, where)];
     let active = pickSlot(headers, ubTxg, where);
     // A handoff at txg <= ubTxg names a newer slot the first copy did not show: look for it on every copy.
     for (let hops = 0; ; hops++) {
       const header = headers[active];
       assert(header !== null && header !== undefined);
       const at = { ...where, slot: active };
-      const state = await readMap(io, msStart, l, active, header, at);
+      const state = await readMap(reads, msStart, l, active, header, at);
       const sm = new SpaceMap(io, msStart, l, state, { active, generation: header.generation, baseTxg: header.baseTxg });
-      const handoffTxg = await sm.replayLog(ubTxg, at);
+      const handoffTxg = await sm.replayLog(reads, ubTxg, at);
       if (handoffTxg === null) return sm.finishLoad(ubTxg);
-      const newer = hops === 0 ? await findNewerSlot(io, msStart, l, 1 - active, header.generation + 1, handoffTxg, where) : null;
+      const newer = hops === 0 ? await findNewerSlot(reads, msStart, l, 1 - active, header.generation + 1, handoffTxg, where) : null;
       if (newer === null) {
         throw mpError('EPROTO', 'space map slot was condensed into the other slot, which is unreadable', { ...at, txg: handoffTxg });
       }
@@ -229,11 +230,12 @@ export class SpaceMap {
 
   /**
    * Applies the active log's records with txg <= ubTxg; sets logSectors and lastTxg. Returns the
-   * txg of a handoff record within ubTxg (the log moved to the other slot), else null.
+   * txg of a handoff record within ubTxg (the log moved to the other slot), else null. `reads`
+   * are the load's (loadReads).
    */
-  private async replayLog(ubTxg: number, where: Record<string, unknown>): Promise<number | null> {
+  private async replayLog(reads: VdevIo, ubTxg: number, where: Record<string, unknown>): Promise<number | null> {
     const logSectorsMax = this.layout.logBytes / SECTOR_BYTES;
-    const reader = new LogReader(this.io, this.logOffset(this.active), logSectorsMax, where);
+    const reader = new LogReader(reads, this.logOffset(this.active), logSectorsMax, where);
     const isHead = (b: Uint8Array): boolean => recordHeaderIntact(b, this.generation);
     for (;;) {
       const p = this.logSectors;
@@ -243,7 +245,7 @@ export class SpaceMap {
       // sector is written whole, so anything else there is damage, worth a look at other copies.
       if (allZero(head)) return null;
       if (!isHead(head)) {
-        const other = await readAccepted(this.io, reader.offsetOf(p), SECTOR_BYTES, isHead, at);
+        const other = await readAccepted(reads, reader.offsetOf(p), SECTOR_BYTES, isHead, at);
         if (other === null) return null;
         head = other;
       }
@@ -254,7 +256,7 @@ export class SpaceMap {
       let record = await reader.read(p, h.sectors);
       if (!isHead(record) || !recordBodyIntact(record)) {
         const expected = head;
-        const good = await readAccepted(this.io, reader.offsetOf(p), h.sectors * SECTOR_BYTES,
+        const good = await readAccepted(reads, reader.offsetOf(p), h.sectors * SECTOR_BYTES,
           (b) => isHead(b) && recordBodyIntact(b) && bytesEqual(b.subarray(0, RECORD_HEADER_BYTES), expected.subarray(0, RECORD_HEADER_BYTES)), at);
         if (good === null) throw mpError('ECKSUM', 'committed space map record fails its checksum on every copy', { ...at, txg: h.txg });
         record = good;
