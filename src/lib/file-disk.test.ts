@@ -1,10 +1,11 @@
-import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { diskContract } from './disk.contract.js';
 import type { ErrorCode } from './errors.js';
-import { FileDisk } from './file-disk.js';
+import { FLUSH_AHEAD_BYTES, FileDisk } from './file-disk.js';
 import { limits } from './limits.js';
 
 /** Matches a MirrorpoolError with `code` (typed as Error so toThrow takes it). */
@@ -23,6 +24,34 @@ diskContract('FileDisk', async (sizeBytes) => {
     },
   };
 });
+
+/**
+ * A block device whose writes fail when the OS writes them back: a loop device over a sparse file
+ * of `bytes` on a tmpfs of `roomBytes`. Writes land in the page cache and succeed; the writeback
+ * of what does not fit meets ENOSPC under the loop device, and the next flush of the device
+ * reports EIO, once. Needs root (mount, losetup).
+ */
+async function deviceFailingWriteback(dir: string, bytes: number, roomBytes: number): Promise<{ path: string; remove(): void }> {
+  const mnt = join(dir, 'tmpfs');
+  await mkdir(mnt);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${roomBytes}`, 'tmpfs', mnt]);
+  let loop = '';
+  try {
+    await writeFile(join(mnt, 'backing'), '');
+    await truncate(join(mnt, 'backing'), bytes);
+    loop = execFileSync('losetup', ['-f', '--show', join(mnt, 'backing')], { encoding: 'utf8' }).trim();
+  } catch (e) {
+    execFileSync('umount', [mnt]);
+    throw e;
+  }
+  return {
+    path: loop,
+    remove() {
+      execFileSync('losetup', ['-d', loop]);
+      execFileSync('umount', [mnt]);
+    },
+  };
+}
 
 describe('FileDisk', () => {
   let dir = '';
@@ -91,6 +120,35 @@ describe('FileDisk', () => {
     const second = await FileDisk.open(path);
     expect(second.size()).toBe(10 * SECTOR);
     await second.close();
+  });
+
+  it('writes more than it flushes ahead, syncs and reads it all back', async () => {
+    const path = join(dir, 'ahead.img');
+    const disk = await FileDisk.open(path, { createBytes: 3 * FLUSH_AHEAD_BYTES });
+    const chunk = new Uint8Array(FLUSH_AHEAD_BYTES / 4);
+    for (let i = 0; i < 10; i++) await disk.writev(i * chunk.length, [chunk.fill(i + 1).subarray(0, 512), chunk.subarray(512)]);
+    await disk.sync();
+    await disk.close();
+    const again = await FileDisk.open(path);
+    for (let i = 0; i < 10; i++) expect((await again.read(i * chunk.length, chunk.length)).every((b) => b === i + 1)).toBe(true);
+    await again.close();
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('throws from sync() a write-back error that a background flush met (root: loop device)', async () => {
+    // The writes that start a background flush do not fit under the device: that flush meets the
+    // error, and the OS reports it to no later flush. sync() must still fail.
+    const device = await deviceFailingWriteback(dir, 4 * FLUSH_AHEAD_BYTES, FLUSH_AHEAD_BYTES / 4);
+    let disk: FileDisk | undefined;
+    try {
+      disk = await FileDisk.open(device.path);
+      const chunk = new Uint8Array(1024 * 1024).fill(7);
+      for (let at = 0; at < FLUSH_AHEAD_BYTES; at += chunk.length) await disk.write(at, chunk);
+      await expect(disk.sync()).rejects.toEqual(withCode('EIO'));
+      await disk.sync(); // reported once, as the OS does
+    } finally {
+      await disk?.close();
+      device.remove();
+    }
   });
 
   it('does not address a trailing partial sector of an existing file', async () => {

@@ -1,6 +1,14 @@
 // FileDisk: a Disk on a real file or block device, with positional reads and writes and
 // fdatasync. Short reads and writes are retried until complete; the OS's EIO and ENOSPC become
 // coded errors. Used by the daemon, the CLI and the real-file crash tests.
+//
+// Flushing ahead: the OS keeps written pages in its cache until something flushes them, so
+// without help a txg's writes would all reach the device in its sync's fdatasync, the device idle
+// while the pool wrote and the pool waiting while the device works. Every FLUSH_AHEAD_BYTES
+// written, FileDisk starts an fdatasync in the background (one at a time); sync() waits for it
+// and then flushes as before. Linux reports a writeback error to one flush of an open file only,
+// so an error the background flush meets is kept and thrown by the next sync(): dropping it would
+// let that sync() succeed over writes the device lost.
 
 import { constants } from 'node:fs';
 import { open, stat, readFile, realpath, type FileHandle } from 'node:fs/promises';
@@ -45,6 +53,13 @@ async function blockDeviceBytes(path: string): Promise<number> {
   return sectors * 512;
 }
 
+/**
+ * Bytes written after which a flush starts in the background (see the header). Measured on a
+ * 1 GiB receive from a file: the txg syncs spent 0.40-0.48 s in fdatasync instead of 1.0 s, and
+ * the receive took 3.4-3.8 s instead of 4.0-4.5 s (4 and 16 MiB did no better).
+ */
+export const FLUSH_AHEAD_BYTES = 8 * 1024 * 1024;
+
 /** Buffers one writev system call takes (Linux's IOV_MAX). */
 const IOV_MAX = 1024;
 
@@ -56,6 +71,12 @@ export class FileDisk implements Disk {
   private closed = false;
   /** The O_DSYNC handle of writeDurable, opened on first use. */
   private dsync: FileHandle | undefined;
+  /** Bytes written since the last flush began. */
+  private unflushedBytes = 0;
+  /** The flush running in the background, if any (see the header). */
+  private flushingAhead: Promise<void> | null = null;
+  /** The first error a background flush met, for the next sync() to throw. */
+  private flushAheadError: Error | null = null;
 
   private constructor(path: string, fh: FileHandle, bytes: number, blockDevice: boolean) {
     this.path = path;
@@ -116,6 +137,7 @@ export class FileDisk implements Disk {
     } catch (e) {
       throw mapOsError(e, `write ${this.path}`, { path: this.path, offset, length: data.length });
     }
+    this.wrote(data.length);
   }
 
   /** One gathering write of the parts (as many as the system takes per call; short writes go on). */
@@ -136,6 +158,7 @@ export class FileDisk implements Disk {
     } catch (e) {
       throw mapOsError(e, `write ${this.path}`, { path: this.path, offset, length });
     }
+    this.wrote(length);
   }
 
   /** Writes through a second handle opened with O_DSYNC: only this range is flushed. */
@@ -152,11 +175,32 @@ export class FileDisk implements Disk {
 
   async sync(): Promise<void> {
     assert(!this.closed, 'FileDisk used after close');
+    this.unflushedBytes = 0;
     try {
+      await this.flushingAhead;
       await this.fh.datasync();
+      const ahead = this.flushAheadError;
+      this.flushAheadError = null;
+      if (ahead !== null) throw ahead;
     } catch (e) {
       throw mapOsError(e, `sync ${this.path}`, { path: this.path });
     }
+  }
+
+  /** Counts `bytes` written; starts a background flush every FLUSH_AHEAD_BYTES (see the header). */
+  private wrote(bytes: number): void {
+    this.unflushedBytes += bytes;
+    if (this.unflushedBytes < FLUSH_AHEAD_BYTES || this.flushingAhead !== null) return;
+    this.unflushedBytes = 0;
+    this.flushingAhead = this.fh.datasync().then(
+      () => {
+        this.flushingAhead = null;
+      },
+      (e: unknown) => {
+        this.flushingAhead = null;
+        this.flushAheadError ??= e instanceof Error ? e : new Error(String(e));
+      },
+    );
   }
 
   async resize(bytes: number): Promise<void> {
@@ -174,6 +218,7 @@ export class FileDisk implements Disk {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await this.flushingAhead;
     await this.dsync?.close();
     await this.fh.close();
   }
