@@ -292,6 +292,27 @@ describe('StreamDecoder enforces framing and order', () => {
     expect(decoder.bufferedBytes).toBeLessThanOrEqual(4);
   });
 
+  it('decodes a frame lying whole in a chunk in place and gathers a split one into the buffer frameBuffer gives', () => {
+    const data = new Uint8Array(600).map((_, i) => i);
+    const bytes = streamOf([BEGIN, OBJECT(5), makeWriteRecord(objectId(5), 0, data)]);
+    const given: Uint8Array[] = [];
+    const decoder = new StreamDecoder({ frameBuffer: (n) => (given.push(new Uint8Array(n + 8).subarray(4, 4 + n)), given.at(-1)!) });
+    const at = bytes.length - 400; // inside the WRITE frame (the END frame is under 100 bytes)
+    decoder.push(bytes.subarray(0, at));
+    expect(decoder.next()?.kind).toBe(RecordKind.begin);
+    expect(decoder.gathered).toBeUndefined();
+    expect(decoder.next()?.kind).toBe(RecordKind.object);
+    expect(decoder.next()).toBeUndefined();
+    expect(given).toHaveLength(1);
+    decoder.push(bytes.subarray(at));
+    const write = decoder.next();
+    expect(write?.kind === RecordKind.write && write.data.buffer === given[0]!.buffer && [...write.data].join() === [...data].join()).toBe(true);
+    expect(decoder.gathered).toBe(given[0]);
+    expect(decoder.next()?.kind).toBe(RecordKind.end);
+    expect(decoder.gathered).toBeUndefined();
+    decoder.finish();
+  });
+
   it('honours a smaller frame bound given in its options', () => {
     const bytes = streamOf([BEGIN, OBJECT(5), makeWriteRecord(objectId(5), 0, new Uint8Array(600))]);
     expect(decodeAll(bytes, new StreamDecoder({ recordBytesMax: 512 }))).toBe('EPROTO');

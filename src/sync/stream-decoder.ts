@@ -13,7 +13,8 @@
 // lies, so its record's byte fields (a WRITE's data) are views into the caller's chunk: the caller
 // keeps the chunk unchanged while it uses those records (receiveStream hands a chunk back to its
 // producer only after its records are applied). A frame split across chunks is gathered into a
-// fresh array of its own.
+// buffer of its own: a fresh array, or one from the caller's frameBuffer (receiveStream reuses
+// them once their records are applied).
 
 import { Fletcher4, MirrorpoolError, assert, bytesEqual, limits, mpError } from '../lib/index.js';
 import { decodeRecord } from './stream-format.js';
@@ -27,6 +28,12 @@ export interface StreamDecoderOptions {
   readonly recordBytesMax?: number;
   /** Bytes after END are left for takeRest() (another stream follows) instead of EPROTO. */
   readonly stopAtEnd?: boolean;
+  /**
+   * A buffer of exactly `bytes` to gather a frame split across chunks into (a fresh array when
+   * absent). The decoder fills it and returns the frame's record with views into it (see
+   * `gathered`); the caller must not touch it while it uses that record.
+   */
+  readonly frameBuffer?: (bytes: number) => Uint8Array;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -46,9 +53,12 @@ export class StreamDecoder {
   private chunkPos = 0;
   private consumed = 0;
   private failure: MirrorpoolError | undefined;
+  private readonly frameBuffer: (bytes: number) => Uint8Array;
+  private lastGathered: Uint8Array | undefined;
 
   constructor(options: StreamDecoderOptions = {}) {
     this.stopAtEnd = options.stopAtEnd ?? false;
+    this.frameBuffer = options.frameBuffer ?? ((bytes) => new Uint8Array(bytes));
     this.recordBytesMax = options.recordBytesMax ?? limits.streamRecordBytesMax;
     assert(Number.isSafeInteger(this.recordBytesMax) && this.recordBytesMax >= 1 &&
       this.recordBytesMax <= limits.streamRecordBytesMax, 'recordBytesMax out of range');
@@ -71,6 +81,14 @@ export class StreamDecoder {
 
   get counts(): Readonly<RecordCounts> {
     return this.recordCounts;
+  }
+
+  /**
+   * The buffer the record next() returned last was gathered into (a frame split across chunks),
+   * or undefined when that record was decoded in place in a chunk.
+   */
+  get gathered(): Uint8Array | undefined {
+    return this.lastGathered;
   }
 
   /** Bytes held right now: the partial frame and prefix, and the unread rest of the current chunk. */
@@ -148,9 +166,14 @@ export class StreamDecoder {
         if (length > 0 && this.chunk.length - this.chunkPos >= length) {
           const bytes = this.chunk.subarray(this.chunkPos, this.chunkPos + length);
           this.chunkPos += length;
+          this.lastGathered = undefined;
           return this.accept(bytes);
         }
-        if (length > 0) this.frame = new Uint8Array(length);
+        if (length > 0) {
+          const frame = this.frameBuffer(length);
+          assert(frame.length === length, 'frameBuffer returned a buffer of the wrong size');
+          this.frame = frame;
+        }
         continue;
       }
       const take = Math.min(this.frame.length - this.frameFill, this.chunk.length - this.chunkPos);
@@ -161,6 +184,7 @@ export class StreamDecoder {
         const bytes = this.frame;
         this.frame = undefined;
         this.frameFill = 0;
+        this.lastGathered = bytes;
         return this.accept(bytes);
       }
     }

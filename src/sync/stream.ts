@@ -3,7 +3,7 @@
 // cluster's resync use; send.ts and receive.ts do the work, the encoder and decoder the framing
 // and the running checksum.
 
-import { concatBytes, mpError } from '../lib/index.js';
+import { assert, concatBytes, mpError } from '../lib/index.js';
 import type { Pool } from '../engine/index.js';
 import { type ReceiveOptions, type ReceiveResult, receiveRecords } from './receive.js';
 import { planResume } from './resume-token.js';
@@ -100,13 +100,18 @@ export interface ReceiveStreamOptions extends ReceiveOptions {
 export async function receiveStream(pool: Pool, target: string, source: AsyncIterable<Uint8Array>, options: ReceiveStreamOptions = {}): Promise<ReceiveResult> {
   const input = source[Symbol.asyncIterator]();
   const { recycle, ...receiveOptions } = options;
+  const frames = new GatherBuffers();
   let carry: Uint8Array = new Uint8Array(0);
   for (;;) {
-    const decoder = new StreamDecoder({ stopAtEnd: true });
+    const decoder = new StreamDecoder({ stopAtEnd: true, frameBuffer: (bytes) => frames.take(bytes) });
     const first = carry;
-    // Chunks the decoder has read past whose records may still wait in a batch not yet applied.
+    // Chunks the decoder has read past, and buffers it gathered split frames into, whose records
+    // may still wait in a batch not yet applied.
     let passed: Uint8Array[] = [];
+    let gathered: Uint8Array[] = [];
     const applied = (): void => {
+      for (const frame of gathered) frames.give(frame);
+      gathered = [];
       if (recycle === undefined) return;
       const done = passed;
       passed = [];
@@ -116,7 +121,11 @@ export async function receiveStream(pool: Pool, target: string, source: AsyncIte
       if (first.length > 0) decoder.push(first);
       let current: Uint8Array | null = null;
       for (;;) {
-        for (let r = decoder.next(); r !== undefined; r = decoder.next()) yield r;
+        for (let r = decoder.next(); r !== undefined; r = decoder.next()) {
+          const frame = decoder.gathered;
+          if (frame !== undefined) gathered.push(frame);
+          yield r;
+        }
         if (decoder.ended && ((decoder.begin?.features ?? 0) & StreamFeature.package) !== 0) return;
         if (decoder.ended) {
           // The last stream: the source must end here.
@@ -146,5 +155,39 @@ export async function receiveStream(pool: Pool, target: string, source: AsyncIte
       if (next.done === true) return result;
       carry = next.value;
     }
+  }
+}
+
+/** Bytes of spare gather buffers a receive keeps. */
+const GATHER_SPARE_BYTES_MAX = 16 * 1024 * 1024;
+/** Gather buffers are sized in steps of this, so that frames of nearly the same size share them. */
+const GATHER_STEP_BYTES = 4096;
+
+/**
+ * The buffers one receive gathers split frames into (a stream carried in small messages splits
+ * nearly every WRITE frame), reused once their records are applied instead of taking fresh memory
+ * for every frame. take() hands out a view of exactly the bytes asked for, from a spare buffer
+ * large enough or a new one; give() takes back a view take() handed out, once nothing references
+ * it. Spare buffers are kept up to GATHER_SPARE_BYTES_MAX.
+ */
+class GatherBuffers {
+  private readonly spare: ArrayBuffer[] = [];
+  private spareBytes = 0;
+
+  take(bytes: number): Uint8Array {
+    const i = this.spare.findIndex((b) => b.byteLength >= bytes);
+    if (i < 0) return new Uint8Array(new ArrayBuffer(Math.ceil(bytes / GATHER_STEP_BYTES) * GATHER_STEP_BYTES), 0, bytes);
+    const [buffer] = this.spare.splice(i, 1);
+    assert(buffer !== undefined);
+    this.spareBytes -= buffer.byteLength;
+    return new Uint8Array(buffer, 0, bytes);
+  }
+
+  give(view: Uint8Array): void {
+    const buffer = view.buffer as ArrayBuffer;
+    if (this.spareBytes + buffer.byteLength > GATHER_SPARE_BYTES_MAX) return;
+    assert(!this.spare.includes(buffer), 'GatherBuffers: a buffer given back twice');
+    this.spare.push(buffer);
+    this.spareBytes += buffer.byteLength;
   }
 }
