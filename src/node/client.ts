@@ -88,7 +88,10 @@ export class MirrorpoolClient {
     return bytes;
   }
 
-  /** Applies the stream in `source` to `dataset` on the node. */
+  /**
+   * Applies the stream in `source` to `dataset` on the node. Each chunk is copied before the next
+   * one is asked for, so a source may reuse its buffer.
+   */
   receive(dataset: string, source: AsyncIterable<Uint8Array>, options: { force?: boolean; resumable?: boolean; signal?: AbortSignal } = {}): Promise<ReceiveResultWire> {
     return this.call(
       'stream.receive',

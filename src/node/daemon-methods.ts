@@ -81,10 +81,11 @@ function sendHandler(daemon: NodeDaemon): Handler {
     let bytes = 0;
     await withPool(daemon.node.home, parseName(sendTarget(request), ['snapshot']).pool, async (pool) => {
       const source = await sendSource(pool, request);
-      for await (const frame of source.frames()) {
+      // ctx.write copies each chunk before it resolves: the source reuses its buffer.
+      for await (const chunk of source.chunks()) {
         if (ctx.signal.aborted) throw mpError('ECANCELED', 'the send was canceled');
-        await ctx.write(frame);
-        bytes += frame.length;
+        await ctx.write(chunk);
+        bytes += chunk.length;
       }
     });
     return { bytes };

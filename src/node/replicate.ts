@@ -64,11 +64,12 @@ async function attempt(o: ReplicateOptions, counted: { bytes: number }): Promise
     }
     const source = await sendSource(o.pool, request);
     const frames = async function* (): AsyncGenerator<Uint8Array> {
-      for await (const frame of source.frames()) {
-        counted.bytes += frame.length;
-        o.events?.({ kind: 'bytes', n: frame.length });
+      // The connection copies each chunk before it asks for the next (MirrorpoolClient.receive).
+      for await (const chunk of source.chunks()) {
+        counted.bytes += chunk.length;
+        o.events?.({ kind: 'bytes', n: chunk.length });
         o.onBytes?.(counted.bytes);
-        yield frame;
+        yield chunk;
       }
     };
     const result = await client.receive(o.target.dataset, frames(), { resumable: true, force: (o.force ?? false) && !resumed });

@@ -6,6 +6,9 @@
 import { type Pool, parseName } from '../engine/index.js';
 import { type SendPlan, decodeResumeToken, estimateSend, packageSnapshots, sendPlan, sendStream, sendStreamParts } from '../sync/index.js';
 
+/** Bytes of the reused buffer SendSource.chunks() fills. */
+const STAGE_BYTES = 256 * 1024;
+
 export interface SendRequest {
   /** pool/ds@snap; taken from the token when absent. */
   readonly to?: string;
@@ -23,6 +26,13 @@ export interface SendSource {
   frames(): AsyncGenerator<Uint8Array, void, undefined>;
   /** The same frames, each as parts to write back to back (a WRITE's data uncopied). */
   frameParts(): AsyncGenerator<readonly Uint8Array[], void, undefined>;
+  /**
+   * The same bytes as chunks of one reused buffer, filled with the frames' parts back to back (a
+   * part of STAGE_BYTES or more comes alone, as it is): for a consumer that is done with each
+   * chunk before it asks for the next (an RPC stream copies it), which then takes no fresh memory
+   * per frame.
+   */
+  chunks(): AsyncGenerator<Uint8Array, void, undefined>;
   estimate(): Promise<number>;
 }
 
@@ -44,14 +54,34 @@ export async function sendSource(pool: Pool, request: SendRequest): Promise<Send
     plans.push(await sendPlan(pool, step, { ...(prev === undefined ? {} : { from: prev }), ...(request.token === undefined ? {} : { token: request.token }) }));
     prev = step;
   }
+  const frameParts = async function* (): AsyncGenerator<readonly Uint8Array[], void, undefined> {
+    for (const [i, plan] of plans.entries()) yield* sendStreamParts(pool, plan, { more: i < plans.length - 1 });
+  };
   return {
     to,
     plans,
     async *frames() {
       for (const [i, plan] of plans.entries()) yield* sendStream(pool, plan, { more: i < plans.length - 1 });
     },
-    async *frameParts() {
-      for (const [i, plan] of plans.entries()) yield* sendStreamParts(pool, plan, { more: i < plans.length - 1 });
+    frameParts,
+    async *chunks() {
+      const stage = new Uint8Array(STAGE_BYTES);
+      let fill = 0;
+      for await (const parts of frameParts()) {
+        for (const part of parts) {
+          if (fill > 0 && fill + part.length > STAGE_BYTES) {
+            yield stage.subarray(0, fill);
+            fill = 0;
+          }
+          if (part.length >= STAGE_BYTES) {
+            yield part;
+            continue;
+          }
+          stage.set(part, fill);
+          fill += part.length;
+        }
+      }
+      if (fill > 0) yield stage.subarray(0, fill);
     },
     async estimate() {
       let bytes = 0;

@@ -30,7 +30,10 @@ export interface CallOptions {
   readonly deadlineMs?: number;
   /** Abort → CANCEL frame, the promise rejects ECANCELED. */
   readonly signal?: AbortSignal;
-  /** Streamed to the handler's ctx.input with backpressure. */
+  /**
+   * Streamed to the handler's ctx.input with backpressure; each chunk is copied before the next is
+   * asked for (the source may reuse its buffer).
+   */
   readonly input?: AsyncIterable<Uint8Array>;
   /** Receives the handler's ctx.write chunks in order; credit is granted after it resolves. */
   readonly output?: (chunk: Uint8Array) => Promise<void> | void;
