@@ -140,9 +140,10 @@ export class BlockIo {
    * pays one system call per run, not per block) and verifies each against its own pointer.
    * Returns the run's bytes, or null when the blocks are not back to back or no copy of the run
    * verifies: the caller then reads them one by one, which tries every DVA, heals and names what
-   * is lost (a damaged block is then counted once by the run's read and once by its own).
+   * is lost (a damaged block is then counted once by the run's read and once by its own). With
+   * `into` (exactly the blocks' sizes added up) the run is read into it.
    */
-  async readRun(bps: readonly BlockPointer[]): Promise<Uint8Array | null> {
+  async readRun(bps: readonly BlockPointer[], into?: Uint8Array): Promise<Uint8Array | null> {
     const head = bps[0]?.dvas[0];
     if (head === undefined) return null;
     let end = head.offset;
@@ -152,6 +153,7 @@ export class BlockIo {
       end += dva.asize;
     }
     const length = end - head.offset;
+    assert(into === undefined || into.length === length, 'readRun: the buffer given is not the size of the run');
     if (length > limits.diskIoBytesMax || !this.fits(head, length)) return null;
     const accept = (bytes: Uint8Array): boolean => {
       let at = 0;
@@ -163,7 +165,7 @@ export class BlockIo {
     };
     let bytes: Uint8Array;
     try {
-      bytes = await this.vdev(head).read(head.offset, length, accept);
+      bytes = await this.vdev(head).read(head.offset, length, accept, into);
     } catch (e) {
       if (hasCode(e, 'ECKSUM') || hasCode(e, 'EIO')) return null;
       throw e;

@@ -39,11 +39,12 @@ export interface BlockStore {
    */
   readOwned(bp: BlockPointer, context: ReadContext): Promise<Uint8Array>;
   /**
-   * Reads blocks stored back to back with one I/O into a fresh buffer the caller owns (each
-   * verified); null when that is not possible (not back to back, some already cached, a copy
-   * failed), and the caller reads them one by one.
+   * Reads blocks stored back to back with one I/O into a fresh buffer the caller owns, or into
+   * `into` (exactly the blocks' sizes added up; the caller's own buffer, reused), each verified;
+   * null when that is not possible (not back to back, some already cached, a copy failed), and
+   * the caller reads them one by one (what `into` holds is then undefined).
    */
-  readRun(bps: readonly BlockPointer[], context: ReadContext): Promise<Uint8Array | null>;
+  readRun(bps: readonly BlockPointer[], context: ReadContext, into?: Uint8Array): Promise<Uint8Array | null>;
   /**
    * Reads an indirect block and decodes its pointers (EPROTO if any is invalid). The array may be
    * shared with other readers: never modify it.

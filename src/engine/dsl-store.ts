@@ -35,8 +35,8 @@ export class HeadStore implements BlockStore {
     return this.base.readOwned(bp, context);
   }
 
-  readRun(bps: readonly BlockPointer[], context: ReadContext): Promise<Uint8Array | null> {
-    return this.base.readRun(bps, context);
+  readRun(bps: readonly BlockPointer[], context: ReadContext, into?: Uint8Array): Promise<Uint8Array | null> {
+    return this.base.readRun(bps, context, into);
   }
 
   readPointers(bp: BlockPointer, context: ReadContext): Promise<readonly BlockPointer[]> {

@@ -57,14 +57,14 @@ export class PoolBlockStore implements BlockStore {
     return this.io.read(bp, context);
   }
 
-  async readRun(bps: readonly BlockPointer[], _context: ReadContext): Promise<Uint8Array | null> {
+  async readRun(bps: readonly BlockPointer[], _context: ReadContext, into?: Uint8Array): Promise<Uint8Array | null> {
     // Cached or in-flight blocks are cheaper one by one; the run's buffer goes to the caller and
     // is not cached (the caller owns it).
     for (const bp of bps) {
       const key = BlockCache.key(bp);
       if (key === null || this.reading.has(key) || this.cache.has(bp)) return null;
     }
-    return this.io.readRun(bps);
+    return this.io.readRun(bps, into);
   }
 
   async readPointers(bp: BlockPointer, context: ReadContext): Promise<readonly BlockPointer[]> {

@@ -24,9 +24,9 @@ class CountingDisk implements Disk {
   size(): number {
     return this.inner.size();
   }
-  read(offset: number, length: number): Promise<Uint8Array> {
+  read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     this.reads.push(length);
-    return this.inner.read(offset, length);
+    return this.inner.read(offset, length, into);
   }
   write(offset: number, data: Uint8Array): Promise<void> {
     return this.inner.write(offset, data);

@@ -34,8 +34,8 @@ export async function loadReads(io: VdevIo, start: number, bytes: number): Promi
   return {
     index: io.index,
     asizeBytes: io.asizeBytes,
-    read: (offset, length, accept) => {
-      if (accept !== undefined || offset < start || offset + length > start + bytes) return io.read(offset, length, accept);
+    read: (offset, length, accept, into) => {
+      if (accept !== undefined || into !== undefined || offset < start || offset + length > start + bytes) return io.read(offset, length, accept, into);
       return Promise.resolve(area.subarray(offset - start, offset - start + length));
     },
     write: () => {

@@ -31,9 +31,9 @@ export class PowerCutDisk implements Disk {
     return this.inner.size();
   }
 
-  read(offset: number, length: number): Promise<Uint8Array> {
+  read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     if (this.power.off) return Promise.reject(mpError('EIO', 'power is off'));
-    return this.inner.read(offset, length);
+    return this.inner.read(offset, length, into);
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {

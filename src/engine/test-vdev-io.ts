@@ -34,7 +34,7 @@ export class TestVdevIo implements VdevIo {
     assert(this.asizeBytes > 0 && this.start + this.asizeBytes <= smallest, 'TestVdevIo: bad layout');
   }
 
-  async read(offset: number, length: number, accept?: (bytes: Uint8Array) => boolean): Promise<Uint8Array> {
+  async read(offset: number, length: number, accept?: (bytes: Uint8Array) => boolean, into?: Uint8Array): Promise<Uint8Array> {
     this.checkRange(offset, length);
     this.stats.reads++;
     const failed: Disk[] = [];
@@ -42,7 +42,7 @@ export class TestVdevIo implements VdevIo {
     for (const disk of this.disks) {
       let bytes: Uint8Array;
       try {
-        bytes = await disk.read(this.start + offset, length);
+        bytes = await disk.read(this.start + offset, length, into);
       } catch (e) {
         if (!hasCode(e, 'EIO')) throw e;
         failed.push(disk);

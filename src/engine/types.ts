@@ -136,9 +136,10 @@ export interface VdevIo {
    * Reads [offset, offset+length). Tries each copy (mirror child) in turn until `accept` returns
    * true for the bytes (always true when absent), rewrites the copies that failed (self-heal,
    * volatile until the next sync) and returns the accepted bytes. With no acceptable copy it
-   * throws ECKSUM if some copy was read but rejected, otherwise EIO.
+   * throws ECKSUM if some copy was read but rejected, otherwise EIO. With `into` (exactly
+   * `length` bytes) every copy is read into it, and it is what is returned (Disk.read).
    */
-  read(offset: number, length: number, accept?: (bytes: Uint8Array) => boolean): Promise<Uint8Array>;
+  read(offset: number, length: number, accept?: (bytes: Uint8Array) => boolean, into?: Uint8Array): Promise<Uint8Array>;
   /** Writes every copy. Volatile until the pool syncs its disks. EIO if no copy could be written. */
   write(offset: number, data: Uint8Array): Promise<void>;
 }

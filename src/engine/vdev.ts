@@ -101,8 +101,9 @@ export class Leaf {
     this.layout = leafLayout(spec.disk.size());
   }
 
-  async readData(offset: number, length: number): Promise<Uint8Array> {
-    const bytes = await this.disk.read(this.layout.dataStartBytes + offset, length);
+  /** Reads [offset, offset+length) of the data area, into `into` when given (see Disk.read). */
+  async readData(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
+    const bytes = await this.disk.read(this.layout.dataStartBytes + offset, length, into);
     this.counters.readBytes += length;
     return bytes;
   }
@@ -342,14 +343,14 @@ export class TopVdev implements VdevIo {
     return [...readable.filter((c) => !c.faulted), ...readable.filter((c) => c.faulted)];
   }
 
-  async read(offset: number, length: number, accept?: (bytes: Uint8Array) => boolean): Promise<Uint8Array> {
+  async read(offset: number, length: number, accept?: (bytes: Uint8Array) => boolean, into?: Uint8Array): Promise<Uint8Array> {
     this.checkRange(offset, length);
     const failed: Leaf[] = [];
     let rejected = false;
     for (const child of this.readOrder()) {
       let bytes: Uint8Array;
       try {
-        bytes = await child.readData(offset, length);
+        bytes = await child.readData(offset, length, into);
       } catch (e) {
         if (!isDeviceError(e)) throw e;
         child.counters.readErrors++;

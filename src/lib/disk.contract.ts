@@ -253,6 +253,17 @@ export function diskContract(name: string, make: MakeDisk): void {
       expect(same(await disk.read(0, 2 * SECTOR), contents.subarray(0, 2 * SECTOR))).toBe(true);
     });
 
+    it('reads into a buffer it is given, at the view\'s own offset, and refuses one of another length', async () => {
+      const { disk, contents } = await filled(23);
+      const backing = new Uint8Array(5 * SECTOR).fill(0x77);
+      const into = backing.subarray(SECTOR, 4 * SECTOR);
+      expect(await disk.read(2 * SECTOR, 3 * SECTOR, into)).toBe(into);
+      expect(same(into, contents.subarray(2 * SECTOR, 5 * SECTOR))).toBe(true);
+      expect(backing[SECTOR - 1]).toBe(0x77);
+      expect(backing[4 * SECTOR]).toBe(0x77);
+      await expect(attempt(() => disk.read(0, SECTOR, new Uint8Array(2 * SECTOR)))).rejects.toEqual(withCode('EINVAL'));
+    });
+
     it('lets the caller reuse its buffer once a write resolves', async () => {
       const disk = await fresh();
       const data = pattern(21, 2 * SECTOR);

@@ -7,7 +7,8 @@
 //   is at most limits.diskIoBytesMax. Anything else is EINVAL and touches nothing.
 // - A write is volatile until a later sync() resolves: a crash may keep, drop or tear it (sector
 //   granularity). sync() makes durable every write and resize that resolved before sync() began.
-// - Buffers: read() returns a new buffer the caller owns. write() may use `data` until its promise
+// - Buffers: read() returns a new buffer the caller owns, or fills and returns the one it is given
+//   (`into`, exactly the length read: a reader that reuses its buffers). write() may use `data` until its promise
 //   resolves; the caller must not change it before then, and owns it again afterwards. The same
 //   holds for the parts given to writev(), which is write() of the parts back to back: one I/O,
 //   checked and torn as the write of their concatenation would be (the parts themselves may be of
@@ -24,7 +25,8 @@ import { limits } from './limits.js';
 export interface Disk {
   /** Addressable bytes, a multiple of limits.sectorBytes. */
   size(): number;
-  read(offset: number, length: number): Promise<Uint8Array>;
+  /** Reads [offset, offset+length) into a new buffer, or into `into` (exactly `length` bytes). */
+  read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array>;
   write(offset: number, data: Uint8Array): Promise<void>;
   /** write() of `parts` back to back from `offset`, without gathering them first where the disk can. */
   writev(offset: number, parts: readonly Uint8Array[]): Promise<void>;
@@ -54,6 +56,13 @@ export function checkDiskRange(offset: number, length: number, size: number): vo
   }
   if (offset + length > size) {
     throw mpError('EINVAL', `disk I/O [${offset}, ${offset + length}) is past the end (${size})`, details);
+  }
+}
+
+/** Validates a read's `into` buffer against its length; EINVAL if it is not exactly that long. */
+export function checkReadInto(length: number, into: Uint8Array | undefined): void {
+  if (into !== undefined && into.length !== length) {
+    throw mpError('EINVAL', `a read of ${length} bytes was given a buffer of ${into.length}`, { length, intoBytes: into.length });
   }
 }
 

@@ -15,7 +15,7 @@ import { open, stat, readFile, realpath, type FileHandle } from 'node:fs/promise
 import { basename } from 'node:path';
 import { assert } from './assert.js';
 import { skipBytes } from './bytes.js';
-import { type Disk, checkDiskRange, checkDiskSize } from './disk.js';
+import { type Disk, checkDiskRange, checkDiskSize, checkReadInto } from './disk.js';
 import { mpError, MirrorpoolError } from './errors.js';
 
 export interface FileDiskOptions {
@@ -110,10 +110,11 @@ export class FileDisk implements Disk {
     return this.bytes;
   }
 
-  async read(offset: number, length: number): Promise<Uint8Array> {
+  async read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     assert(!this.closed, 'FileDisk used after close');
     checkDiskRange(offset, length, this.bytes);
-    const buf = new Uint8Array(length);
+    checkReadInto(length, into);
+    const buf = into ?? new Uint8Array(length);
     let done = 0;
     try {
       while (done < length) {

@@ -7,7 +7,7 @@
 
 import { assert } from './assert.js';
 import type { Clock } from './clock.js';
-import { type Disk, checkDiskRange, checkDiskSize, writeGathered } from './disk.js';
+import { type Disk, checkDiskRange, checkDiskSize, checkReadInto, writeGathered } from './disk.js';
 import { mpError } from './errors.js';
 import { limits } from './limits.js';
 import type { Random } from './random.js';
@@ -92,9 +92,10 @@ export class SimDisk implements Disk {
     return this.pending.length;
   }
 
-  async read(offset: number, length: number): Promise<Uint8Array> {
+  async read(offset: number, length: number, into?: Uint8Array): Promise<Uint8Array> {
     this.checkOpen();
     checkDiskRange(offset, length, this.size());
+    checkReadInto(length, into);
     await this.delay('read');
     const rule = this.match('read', offset, length);
     if (rule?.effect.kind === 'eio') throw mpError('EIO', `simulated read error at ${offset}`, { offset, length });
@@ -105,7 +106,9 @@ export class SimDisk implements Disk {
     }
     this.stats.reads++;
     this.stats.bytesRead += length;
-    return out;
+    if (into === undefined) return out;
+    into.set(out);
+    return into;
   }
 
   async write(offset: number, data: Uint8Array): Promise<void> {
