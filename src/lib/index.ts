@@ -27,3 +27,4 @@ export type { FileDiskOptions } from './file-disk.js';
 export { SimDisk } from './sim-disk.js';
 export type { CrashMode, CrashReport, DiskFaultRule, DiskFaultEffect, DiskOp, SimDiskOptions } from './sim-disk.js';
 export { Gate } from './gate.js';
+export { SpareBuffers } from './spare-buffers.js';

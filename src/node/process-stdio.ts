@@ -8,7 +8,7 @@
 // Called by cli-stream.ts.
 
 import { readSync, writevSync } from 'node:fs';
-import { assert, limits, skipBytes } from '../lib/index.js';
+import { assert, concatBytes, limits, skipBytes } from '../lib/index.js';
 import { fsError } from './cli-data.js';
 
 /** The process's own stdin getter, captured before anyone (an embedder, a test) replaces it. */
@@ -122,9 +122,10 @@ export class StdinChunks implements AsyncIterable<Uint8Array> {
  * way `cat` is paced, with no thread-pool round trip per write. Once the descriptor turns out to
  * be non-blocking (EAGAIN: the CLI's process.stdout put the pipe in libuv's hands), the rest goes
  * through process.stdout, corked per frame and not awaited frame by frame: libuv then refills the
- * pipe as soon as the reader drains it, up to limits.streamWriteQueuedBytesMax queued. The parts
- * stay referenced until written; the sender never reuses them (its read buffers are its own).
- * finish() resolves once everything is with the OS.
+ * pipe as soon as the reader drains it, up to limits.streamWriteQueuedBytesMax queued. What goes
+ * that way is copied first: the sender reuses its read buffers once the next frame is asked for
+ * (sendStreamParts), and process.stdout keeps what it is given until it is written. finish()
+ * resolves once everything is with the OS.
  */
 export class StdoutParts {
   private viaStream = false;
@@ -158,7 +159,7 @@ export class StdoutParts {
       }
       rest = skipBytes(rest, n);
     }
-    if (rest.length > 0) await this.enqueue(rest);
+    if (rest.length > 0) await this.enqueue([concatBytes(rest)]);
     return total;
   }
 

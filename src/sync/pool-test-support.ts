@@ -6,10 +6,10 @@ import { Pool, type PoolTuning, keyed } from '../engine/index.js';
 
 export const SYNC_TEST_TUNING: PoolTuning = { txgTimeoutMs: 0, checkEveryTxg: true, dirtyMaxBytes: 64 * 1024 * 1024 };
 
-/** A pool named `name` striped over two 48 MiB SimDisks. */
-export async function simPool(name: string, seed: number, tuning: PoolTuning = SYNC_TEST_TUNING): Promise<Pool> {
+/** A pool named `name` striped over `vdevs` SimDisks of 96 MiB in all (two of 48 MiB by default). */
+export async function simPool(name: string, seed: number, tuning: PoolTuning = SYNC_TEST_TUNING, vdevs = 2): Promise<Pool> {
   const random = new Prng(seed);
-  const disks = [0, 1].map(() => new SimDisk({ sizeBytes: 48 * 1024 * 1024, random: random.fork() }));
+  const disks = Array.from({ length: vdevs }, () => new SimDisk({ sizeBytes: 96 * 1024 * 1024 / vdevs, random: random.fork() }));
   return Pool.create(name, disks.map((disk, i) => [{ disk, path: `${name}${i}` }]), { clock: new SimClock(), random, tuning });
 }
 

@@ -6,7 +6,7 @@
 // lets a cut-off stream resume from an object and offset (BEGIN.resumeObject/resumeOffset).
 // stream-encoder.ts frames them and adds END; receive.ts applies them.
 
-import { ChecksumKind, assert, mpError } from '../lib/index.js';
+import { ChecksumKind, SpareBuffers, assert, mpError } from '../lib/index.js';
 import { type BlockPointer, type ChangeEvent, type Guid, type Pool, type Txg, changesSince, objectId, parseName, txg } from '../engine/index.js';
 import { type BeginRecord, RecordKind, StreamFeature, type StreamRecord, makeWriteRecord } from './stream-record.js';
 
@@ -22,6 +22,11 @@ const SEND_RECORDS_AHEAD_MAX = 1024;
 const SEND_RUN_BYTES_MAX = 1024 * 1024;
 /** What an estimate's WRITE records carry instead of data (a block is at most 1 MiB). */
 const ZEROS = new Uint8Array(1024 * 1024);
+/**
+ * Bytes of spare run buffers a send keeps (with `reuse`): what SEND_READS_IN_FLIGHT records of
+ * the largest block size hold, and one more run.
+ */
+const SEND_SPARE_BYTES_MAX = (SEND_READS_IN_FLIGHT + 1) * 1024 * 1024;
 
 export interface SendOptions {
   /** `pool/ds@snap` or `pool/ds#bookmark`: an incremental stream from this point. */
@@ -86,11 +91,19 @@ export function beginRecord(plan: SendPlan, more = false): BeginRecord {
   };
 }
 
-/**
- * The records of `plan` after BEGIN, in object order (END is the encoder's). With `readData`
- * false, WRITE records carry zero bytes of the right length (for --estimate: no data is read).
- */
-export async function* changeRecords(pool: Pool, plan: SendPlan, options: { readData?: boolean } = {}): AsyncGenerator<StreamRecord, void, undefined> {
+export interface ChangeRecordsOptions {
+  /** False: WRITE records carry zero bytes of the right length (--estimate: no data is read). */
+  readonly readData?: boolean;
+  /**
+   * The consumer is done with a record, its data included, when it asks for the next one: the
+   * buffers runs of blocks are read into are then reused (SpareBuffers) instead of fresh ones
+   * per run. A consumer that keeps records (or views of their data) must not set this.
+   */
+  readonly reuse?: boolean;
+}
+
+/** The records of `plan` after BEGIN, in object order (END is the encoder's). */
+export async function* changeRecords(pool: Pool, plan: SendPlan, options: ChangeRecordsOptions = {}): AsyncGenerator<StreamRecord, void, undefined> {
   const readData = options.readData ?? true;
   // The snapshot stays open (a destroy waits) until the walk ends or the consumer stops.
   let release = (): void => undefined;
@@ -106,7 +119,8 @@ export async function* changeRecords(pool: Pool, plan: SendPlan, options: { read
     await released;
   });
   try {
-    yield* walk(pool, plan, await Promise.race([root, view.then(() => Promise.reject(new Error('snapshot view ended early')))]), readData);
+    const buffers = options.reuse === true ? new SpareBuffers(SEND_SPARE_BYTES_MAX) : null;
+    yield* walk(pool, plan, await Promise.race([root, view.then(() => Promise.reject(new Error('snapshot view ended early')))]), readData, buffers);
   } finally {
     release();
     await view;
@@ -117,10 +131,11 @@ export async function* changeRecords(pool: Pool, plan: SendPlan, options: { read
  * The records of the walk in order, with up to SEND_READS_IN_FLIGHT of them being made at once
  * (in an incremental stream: of those that read data, up to SEND_RECORDS_AHEAD_MAX records in
  * all): the disk reads the next blocks while the consumer encodes and sends the previous ones. Data
- * blocks that follow each other in one object are read as runs (one disk read of up to
- * SEND_RUN_BYTES_MAX when they also lie back to back on disk; see readRun).
+ * blocks that follow each other both in one object and on disk are read as runs (one disk read of
+ * up to SEND_RUN_BYTES_MAX; see readRun), into `buffers` when given: a run's buffer goes back once
+ * the consumer has asked for the record after its last one.
  */
-async function* walk(pool: Pool, plan: SendPlan, root: BlockPointer, readData: boolean): AsyncGenerator<StreamRecord, void, undefined> {
+async function* walk(pool: Pool, plan: SendPlan, root: BlockPointer, readData: boolean, buffers: SpareBuffers | null): AsyncGenerator<StreamRecord, void, undefined> {
   let size = 0;
   let blockBytes = 0;
   const ahead: Promise<StreamRecord | null>[] = [];
@@ -140,15 +155,24 @@ async function* walk(pool: Pool, plan: SendPlan, root: BlockPointer, readData: b
     return ahead.shift();
   };
   let run: DataEvent[] = [];
+  // The run buffer each record made from one holds a share of (buffers only).
+  const leases = new Map<StreamRecord, RunLease>();
   const flush = (): void => {
     if (run.length === 0) return;
-    for (const made of readRun(pool, run, { size, blockBytes })) push(made, true);
+    for (const made of readRun(pool, run, { size, blockBytes }, buffers, leases)) push(made, true);
     run = [];
+  };
+  /** The consumer asked for the record after `record`: it is done with it. */
+  const done = (record: StreamRecord): void => {
+    const lease = leases.get(record);
+    if (lease === undefined) return;
+    leases.delete(record);
+    lease.release();
   };
   for await (const e of changesSince(pool.store, root, plan.fromTxg, { fromObject: plan.resumeObject })) {
     if (readData && e.kind === 'data' && whole(plan, e, { size, blockBytes })) {
       const last = run.at(-1);
-      if (last !== undefined && (last.object !== e.object || last.blockId + 1 !== e.blockId || (run.length + 1) * blockBytes > SEND_RUN_BYTES_MAX)) flush();
+      if (last !== undefined && (last.object !== e.object || last.blockId + 1 !== e.blockId || !followsOnDisk(last.bp, e.bp) || (run.length + 1) * blockBytes > SEND_RUN_BYTES_MAX)) flush();
       run.push(e);
     } else {
       flush();
@@ -160,17 +184,30 @@ async function* walk(pool: Pool, plan: SendPlan, root: BlockPointer, readData: b
     }
     while (ahead.length > 0 && full()) {
       const record = await next();
-      if (record !== null && record !== undefined) yield record;
+      if (record !== null && record !== undefined) {
+        yield record;
+        done(record);
+      }
     }
   }
   flush();
   while (ahead.length > 0) {
     const record = await next();
-    if (record !== null && record !== undefined) yield record;
+    if (record !== null && record !== undefined) {
+      yield record;
+      done(record);
+    }
   }
 }
 
 type DataEvent = Extract<ChangeEvent, { kind: 'data' }>;
+
+/** Whether the first copy of `next` starts on disk where the first copy of `prev` ends. */
+function followsOnDisk(prev: BlockPointer, next: BlockPointer): boolean {
+  const a = prev.dvas[0];
+  const b = next.dvas[0];
+  return a !== undefined && b !== undefined && a.vdev === b.vdev && a.offset + a.asize === b.offset;
+}
 
 /** A data block sent whole (not cut by the object's end, not skipped by a resume): runs take it. */
 function whole(plan: SendPlan, e: DataEvent, object: { size: number; blockBytes: number }): boolean {
@@ -178,21 +215,44 @@ function whole(plan: SendPlan, e: DataEvent, object: { size: number; blockBytes:
   return object.blockBytes > 0 && offset + object.blockBytes <= object.size && !skipped(plan, e.object, offset) && e.bp.lsize === object.blockBytes;
 }
 
+/** A run buffer shared by the records read into it; back to `buffers` when the last one is done. */
+interface RunLease {
+  release(): void;
+}
+
 /**
  * The WRITE records of `run` (whole blocks of one object, consecutive ids), one promise each:
  * one disk read when the blocks lie back to back, else a read per block. Their data are views
- * into the buffer read, which the records own (nothing reuses it).
+ * into the buffer read. Without `buffers` the records own it; with them it is taken from
+ * `buffers`, each record made from it is entered in `leases`, and it goes back once every one of
+ * them was released (a run that could not be read at once gives it back at once).
  */
-function readRun(pool: Pool, run: readonly DataEvent[], object: { size: number; blockBytes: number }): Promise<StreamRecord>[] {
+function readRun(
+  pool: Pool, run: readonly DataEvent[], object: { size: number; blockBytes: number }, buffers: SpareBuffers | null, leases: Map<StreamRecord, RunLease>,
+): Promise<StreamRecord>[] {
   const first = run[0];
   assert(first !== undefined);
   const ctx = { what: 'send', object: first.object, offset: first.blockId * object.blockBytes };
-  const bytes = run.length === 1 ? Promise.resolve(null) : pool.store.readRun(run.map((e) => e.bp), ctx);
+  const into = run.length > 1 && buffers !== null ? buffers.take(run.length * object.blockBytes) : undefined;
+  const bytes = run.length === 1 ? Promise.resolve(null) : pool.store.readRun(run.map((e) => e.bp), ctx, into);
+  let holders = run.length;
+  const lease: RunLease = {
+    release: () => {
+      if (--holders === 0 && into !== undefined) buffers?.give(into);
+    },
+  };
+  if (into !== undefined) {
+    void bytes.then((all) => {
+      if (all === null) buffers?.give(into);
+    }, () => buffers?.give(into));
+  }
   return run.map(async (e, i) => {
     const all = await bytes;
     const data = all !== null ? all.subarray(i * object.blockBytes, (i + 1) * object.blockBytes) : await readBlock(pool, e.bp, e.object);
     assert(data.length === object.blockBytes);
-    return writeRecord(e, e.blockId * object.blockBytes, data);
+    const record = writeRecord(e, e.blockId * object.blockBytes, data);
+    if (all !== null && into !== undefined) leases.set(record, lease);
+    return record;
   });
 }
 

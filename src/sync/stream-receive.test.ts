@@ -1,10 +1,10 @@
 // Streams as bytes, end to end: resume after a cut at any byte offset, the estimate, and damaged
 // streams — every one refused with a coded error and the target exactly as it was.
 import { describe, expect, it } from 'vitest';
-import { MirrorpoolError, Prng } from '../lib/index.js';
+import { MirrorpoolError, Prng, bytesEqual, concatBytes } from '../lib/index.js';
 import type { Pool } from '../engine/index.js';
 import { chunks, collect, content, pattern, poolState, put, simPool, SYNC_TEST_TUNING } from './pool-test-support.js';
-import { estimateSend, packageSnapshots, receiveStream, sendPackage, sendPlan, sendStream } from './stream.js';
+import { estimateSend, packageSnapshots, receiveStream, sendPackage, sendPlan, sendStream, sendStreamParts } from './stream.js';
 import { FRAME_PREFIX_BYTES } from './stream-encoder.js';
 
 /** A source dataset with two snapshots: @1 (about 600 KiB in 14 keys) and @2 (a few changes). */
@@ -86,6 +86,27 @@ describe('streams as bytes', () => {
     await receiveStream(dst, 'dst/d', small());
     expect(await content(dst, 'dst/d')).toBe(await content(src, 'src/d@1'));
     await dst.checkInvariants();
+  });
+
+  it('reuses the buffers a send reads runs into only once the consumer asked for the next frame', async () => {
+    // 16 MiB in 1 MiB keys of 128 KiB records on one vdev: runs of back-to-back blocks, more of
+    // them than a send reads ahead, so run buffers are reused. The consumer copies each frame and
+    // then scribbles over its parts (it is done with them): a buffer reused early would change
+    // records still waiting to be encoded (ECKSUM) or sent, and the copy would not receive whole.
+    const src = await simPool('src', 50, SYNC_TEST_TUNING, 1);
+    await src.dsl.create('src/d');
+    for (let i = 0; i < 16; i++) await put(src, 'src/d', `k${i}`, pattern(50 + i, 1024 * 1024));
+    await src.dsl.snapshot('src/d@1');
+    const frames: Uint8Array[] = [];
+    for await (const parts of sendStreamParts(src, await sendPlan(src, 'src/d@1'))) {
+      frames.push(concatBytes(parts));
+      for (const p of parts) p.fill(0xa5);
+    }
+    const bytes = concatBytes(frames);
+    expect(bytesEqual(bytes, await streamOf(src, 'src/d@1'))).toBe(true);
+    const dst = await simPool('dst', 51);
+    await receiveStream(dst, 'dst/d', chunks(bytes, 52));
+    expect(await content(dst, 'dst/d')).toBe(await content(src, 'src/d@1'));
   });
 
   it('estimates the exact size of full and incremental streams', async () => {

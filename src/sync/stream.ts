@@ -3,7 +3,7 @@
 // cluster's resync use; send.ts and receive.ts do the work, the encoder and decoder the framing
 // and the running checksum.
 
-import { assert, concatBytes, mpError } from '../lib/index.js';
+import { SpareBuffers, concatBytes, mpError } from '../lib/index.js';
 import type { Pool } from '../engine/index.js';
 import { type ReceiveOptions, type ReceiveResult, receiveRecords } from './receive.js';
 import { planResume } from './resume-token.js';
@@ -33,13 +33,14 @@ export async function* sendStream(pool: Pool, plan: SendPlan, options: { more?: 
 /**
  * sendStream as the parts of each frame (StreamEncoder.encodeParts): a WRITE's data is yielded as
  * the buffer the block was read into, not copied into a frame. The consumer writes each frame's
- * parts back to back, and is done with them before it asks for the next frame (the read buffers
- * are not reused by the sender, so a consumer that keeps them longer holds memory, not a hazard).
+ * parts back to back and must be done with them before it asks for the next frame: the buffers
+ * blocks are read into are reused from then on (changeRecords `reuse`). A consumer that needs a
+ * frame longer copies it (sendStream does).
  */
 export async function* sendStreamParts(pool: Pool, plan: SendPlan, options: { more?: boolean } = {}): AsyncGenerator<readonly Uint8Array[], void, undefined> {
   const encoder = new StreamEncoder();
   yield encoder.encodeParts(beginRecord(plan, options.more === true));
-  for await (const r of changeRecords(pool, plan)) yield encoder.encodeParts(r);
+  for await (const r of changeRecords(pool, plan, { reuse: true })) yield encoder.encodeParts(r);
   yield [encoder.end()];
 }
 
@@ -100,7 +101,7 @@ export interface ReceiveStreamOptions extends ReceiveOptions {
 export async function receiveStream(pool: Pool, target: string, source: AsyncIterable<Uint8Array>, options: ReceiveStreamOptions = {}): Promise<ReceiveResult> {
   const input = source[Symbol.asyncIterator]();
   const { recycle, ...receiveOptions } = options;
-  const frames = new GatherBuffers();
+  const frames = new SpareBuffers(GATHER_SPARE_BYTES_MAX);
   let carry: Uint8Array = new Uint8Array(0);
   for (;;) {
     const decoder = new StreamDecoder({ stopAtEnd: true, frameBuffer: (bytes) => frames.take(bytes) });
@@ -158,36 +159,8 @@ export async function receiveStream(pool: Pool, target: string, source: AsyncIte
   }
 }
 
-/** Bytes of spare gather buffers a receive keeps. */
-const GATHER_SPARE_BYTES_MAX = 16 * 1024 * 1024;
-/** Gather buffers are sized in steps of this, so that frames of nearly the same size share them. */
-const GATHER_STEP_BYTES = 4096;
-
 /**
- * The buffers one receive gathers split frames into (a stream carried in small messages splits
- * nearly every WRITE frame), reused once their records are applied instead of taking fresh memory
- * for every frame. take() hands out a view of exactly the bytes asked for, from a spare buffer
- * large enough or a new one; give() takes back a view take() handed out, once nothing references
- * it. Spare buffers are kept up to GATHER_SPARE_BYTES_MAX.
+ * Bytes of spare buffers one receive keeps for gathering split frames (a stream carried in small
+ * messages splits nearly every WRITE frame).
  */
-class GatherBuffers {
-  private readonly spare: ArrayBuffer[] = [];
-  private spareBytes = 0;
-
-  take(bytes: number): Uint8Array {
-    const i = this.spare.findIndex((b) => b.byteLength >= bytes);
-    if (i < 0) return new Uint8Array(new ArrayBuffer(Math.ceil(bytes / GATHER_STEP_BYTES) * GATHER_STEP_BYTES), 0, bytes);
-    const [buffer] = this.spare.splice(i, 1);
-    assert(buffer !== undefined);
-    this.spareBytes -= buffer.byteLength;
-    return new Uint8Array(buffer, 0, bytes);
-  }
-
-  give(view: Uint8Array): void {
-    const buffer = view.buffer as ArrayBuffer;
-    if (this.spareBytes + buffer.byteLength > GATHER_SPARE_BYTES_MAX) return;
-    assert(!this.spare.includes(buffer), 'GatherBuffers: a buffer given back twice');
-    this.spare.push(buffer);
-    this.spareBytes += buffer.byteLength;
-  }
-}
+const GATHER_SPARE_BYTES_MAX = 16 * 1024 * 1024;
