@@ -8,11 +8,11 @@
 // - A write is volatile until a later sync() resolves: a crash may keep, drop or tear it (sector
 //   granularity). sync() makes durable every write and resize that resolved before sync() began.
 // - Buffers: read() returns a new buffer the caller owns, or fills and returns the one it is given
-//   (`into`, exactly the length read: a reader that reuses its buffers). write() may use `data` until its promise
-//   resolves; the caller must not change it before then, and owns it again afterwards. The same
-//   holds for the parts given to writev(), which is write() of the parts back to back: one I/O,
-//   checked and torn as the write of their concatenation would be (the parts themselves may be of
-//   any length).
+//   (`into`, exactly the length read: a reader that reuses its buffers). write() may use `data`
+//   until its promise resolves; the caller must not change it before then, and owns it again
+//   afterwards. The same holds for the parts given to writev(), which is write() of the parts back
+//   to back: one I/O, checked and torn as the write of their concatenation would be (the parts
+//   themselves may be of any length).
 // - Ordering: two overlapping writes in flight at once have no defined order; callers never issue
 //   them. A read that overlaps an in-flight write may see either version.
 // - Errors: EINVAL (bad range or argument), EIO (device error), ENOSPC (write or resize could not
