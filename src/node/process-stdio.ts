@@ -8,7 +8,7 @@
 // Called by cli-stream.ts.
 
 import { readSync, writevSync } from 'node:fs';
-import { assert, concatBytes, limits, skipBytes } from '../lib/index.js';
+import { SpareBuffers, assert, concatBytes, limits, skipBytes } from '../lib/index.js';
 import { fsError } from './cli-data.js';
 
 /** The process's own stdin getter, captured before anyone (an embedder, a test) replaces it. */
@@ -37,7 +37,7 @@ export function ownStdout(): boolean {
  * the rest is read through process.stdin instead, copied into the same buffers.
  */
 export class StdinChunks implements AsyncIterable<Uint8Array> {
-  private readonly spare: ArrayBuffer[] = [];
+  private readonly spare = new SpareBuffers(limits.streamReadSpareChunksMax * limits.streamReadChunkBytes, limits.streamReadChunkBytes);
   /** Buffers handed to the consumer and not yet recycled. */
   private readonly lent = new Set<ArrayBuffer>();
   private readonly ahead: Promise<Uint8Array | null>[] = [];
@@ -52,7 +52,7 @@ export class StdinChunks implements AsyncIterable<Uint8Array> {
   recycle(chunk: Uint8Array): void {
     const buffer = chunk.buffer as ArrayBuffer;
     assert(this.lent.delete(buffer), 'StdinChunks: recycled a chunk that is not lent out');
-    if (this.spare.length < limits.streamReadSpareChunksMax) this.spare.push(buffer);
+    this.spare.give(chunk);
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Uint8Array, void, undefined> {
@@ -75,7 +75,7 @@ export class StdinChunks implements AsyncIterable<Uint8Array> {
 
   /** Fills one buffer (fewer bytes only at the end of input); null when nothing was left. */
   private async fill(): Promise<Uint8Array | null> {
-    const buf = new Uint8Array(this.spare.pop() ?? new ArrayBuffer(limits.streamReadChunkBytes));
+    const buf = this.spare.take(limits.streamReadChunkBytes);
     let filled = 0;
     while (filled < buf.length && !this.eof) {
       const n = await this.readInto(buf, filled);
