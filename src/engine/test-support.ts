@@ -2,7 +2,7 @@
 // test stop the whole machine after exactly N writes/syncs (counted across every disk), so
 // crash tests can cut power at every I/O boundary of a workload. Used only by tests.
 
-import { type Disk, Prng, SimClock, SimDisk, mpError, sha256, writeGathered } from '../lib/index.js';
+import { type Disk, Prng, SimClock, SimDisk, idle, mpError, sha256, writeGathered } from '../lib/index.js';
 import * as keyed from './keyed.js';
 import { type LeafInput, Pool, type PoolTuning } from './pool.js';
 
@@ -103,16 +103,23 @@ export function simMachine(seed: number, disks = 2, diskBytes = 32 * 1024 * 1024
 export const TEST_TUNING: PoolTuning = { txgTimeoutMs: 0, checkEveryTxg: true, dirtyMaxBytes: 64 * 1024 * 1024 };
 
 /** A pool striped over the machine's disks (one top-level vdev each). */
-export function createSimPool(m: SimMachine, tuning: PoolTuning = TEST_TUNING): Promise<Pool> {
+// Each of these first lets the event loop turn. A simulated disk completes every operation at
+// once, so a sweep of crashes and imports runs as one chain of microtasks; without a turn now and
+// then, the test worker reads no message for minutes and its calls to the runner time out.
+
+export async function createSimPool(m: SimMachine, tuning: PoolTuning = TEST_TUNING): Promise<Pool> {
+  await idle();
   return Pool.create('tank', m.leaves().map((l) => [l]), { clock: m.clock, random: m.random, tuning });
 }
 
-export function importSimPool(m: SimMachine, tuning: PoolTuning = TEST_TUNING): Promise<Pool> {
+export async function importSimPool(m: SimMachine, tuning: PoolTuning = TEST_TUNING): Promise<Pool> {
+  await idle();
   return Pool.import(m.leaves(), { clock: m.clock, random: m.random, tuning });
 }
 
 /** Imports the pool rewound to its checkpoint. */
-export function rewindSimPool(m: SimMachine, tuning: PoolTuning = TEST_TUNING): Promise<Pool> {
+export async function rewindSimPool(m: SimMachine, tuning: PoolTuning = TEST_TUNING): Promise<Pool> {
+  await idle();
   return Pool.import(m.leaves(), { clock: m.clock, random: m.random, tuning }, { rewindToCheckpoint: true });
 }
 
