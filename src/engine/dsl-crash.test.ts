@@ -12,11 +12,11 @@
 // before the cut. Every few cuts the pool must also take new work and survive export.
 // Failures name the seed, the cut I/O and the step (operation) in progress.
 import { describe, expect, it } from 'vitest';
-import { AssertionFailure, MirrorpoolError, Prng, type SimDisk, hasCode, idle } from '../lib/index.js';
+import { AssertionFailure, MirrorpoolError, PowerCutDisk, type PowerSwitch, Prng, type SimDisk, hasCode, idle } from '../lib/index.js';
 import type { DatasetView } from './dsl.js';
 import * as keyed from './keyed.js';
 import { Pool, type PoolTuning } from './pool.js';
-import { PowerCutDisk, type PowerSwitch, type SimMachine, TEST_TUNING, importSimPool, pattern, simMachine } from './test-support.js';
+import { type SimMachine, TEST_TUNING, importSimPool, pattern, simMachine } from './test-support.js';
 
 type Keys = Map<string, Uint8Array>;
 

@@ -3,12 +3,12 @@
 // unreadable and everything is read back), and a power cut at any I/O of each change leaves a
 // pool that imports as it was before the change or as it is after it.
 import { describe, expect, it } from 'vitest';
-import { Prng, type SimDisk, hasCode, idle } from '../lib/index.js';
+import { PowerCutDisk, type PowerSwitch, Prng, type SimDisk, hasCode, idle } from '../lib/index.js';
 import * as dmu from './dmu.js';
 import { ObjectType } from './dnode.js';
 import { readDiskLabels } from './label.js';
 import { type LeafInput, Pool } from './pool.js';
-import { PowerCutDisk, type PowerSwitch, type SimMachine, TEST_TUNING, codeOf, pattern, simMachine } from './test-support.js';
+import { type SimMachine, TEST_TUNING, codeOf, pattern, simMachine } from './test-support.js';
 import { type Guid, type ObjectId, layout } from './types.js';
 import { Leaf, TopVdev, leafLayout } from './vdev.js';
 

@@ -26,5 +26,6 @@ export { FileDisk } from './file-disk.js';
 export type { FileDiskOptions } from './file-disk.js';
 export { SimDisk } from './sim-disk.js';
 export type { CrashMode, CrashReport, DiskFaultRule, DiskFaultEffect, DiskOp, SimDiskOptions } from './sim-disk.js';
+export { PowerCutDisk, PowerSwitch } from './power-cut.js';
 export { Gate } from './gate.js';
 export { SpareBuffers } from './spare-buffers.js';
