@@ -589,9 +589,10 @@ export class Dsl {
     };
     check();
     const node = this.exists(target) ? this.c.head(target) : null;
-    const body = async (): Promise<void> => {
-      await this.c.o.host.sync();
-      await this.c.o.host.syncTask(async (tx) => {
+    // The clone's last data syncs in the same txg as the swap: a txg syncs its datasets before
+    // its tasks run (pool.ts).
+    const body = (): Promise<void> =>
+      this.c.o.host.syncTask(async (tx) => {
         const { node: head, clone } = check();
         if (head === null) {
           const { parent, component } = this.c.parentFor(target);
@@ -603,7 +604,6 @@ export class Dsl {
           await snapshotSync(this.c, tx, head, snap.name, guid, snap.creationMs);
         }
       });
-    };
     if (node === null) await body();
     else await node.gate.withExclusive(body);
   }
