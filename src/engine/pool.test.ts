@@ -3,7 +3,7 @@
 // after every txg (space accounting, no double references, every checksum).
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ChecksumKind, fletcher4, hasCode } from '../lib/index.js';
+import { ChecksumKind, fletcher4, hasCode, idle } from '../lib/index.js';
 import * as dmu from './dmu.js';
 import { ObjectType } from './dnode.js';
 import type { Pool } from './pool.js';
@@ -90,6 +90,44 @@ describe('pool and DMU', () => {
     expect(pool.hasUnsyncedChanges()).toBe(true);
     await syncing;
     expect(pool.hasUnsyncedChanges()).toBe(false);
+    await pool.export();
+  });
+
+  it('lets a transaction of a closing txg write after a newer one asked to, and keeps the txgs in order', async () => {
+    const m = simMachine(4);
+    let pool = await createSimPool(m);
+    const objs: ObjectId[] = [];
+    await inTx(pool, async (tx) => {
+      for (let i = 0; i < 2; i++) objs.push(await dmu.createObject(pool.root, tx, { type: ObjectType.plain, blockBytes: 4096, checksumKind: 1 }));
+    });
+    await pool.sync();
+    const [a, b] = objs as [ObjectId, ObjectId];
+    const older = await pool.assign();
+    await dmu.write(pool.root, older, a, 0, pattern(1, 5000));
+    // The sync closes older's txg and waits for it to commit; a transaction asked for now belongs
+    // to the next txg and writes the same object set, and older writes once more after that.
+    const syncing = pool.sync();
+    await idle();
+    let newerTxg = 0;
+    const newer = inTx(pool, async (tx) => {
+      newerTxg = tx.txg;
+      await dmu.write(pool.root, tx, b, 0, pattern(2, 5000));
+      await dmu.write(pool.root, tx, a, 100, pattern(3, 10));
+    });
+    await idle();
+    await dmu.write(pool.root, older, a, 2000, pattern(4, 3000));
+    older.commit();
+    await Promise.all([syncing, newer]);
+    expect(newerTxg).toBe(older.txg + 1);
+    const expected = new Map<ObjectId, Uint8Array>([[a, pattern(1, 5000)], [b, pattern(2, 5000)]]);
+    expected.get(a)?.set(pattern(4, 3000), 2000);
+    expected.get(a)?.set(pattern(3, 10), 100);
+    await expectMatches(pool, expected);
+    await pool.sync();
+    await pool.checkInvariants();
+    await pool.export();
+    pool = await importSimPool(m);
+    await expectMatches(pool, expected);
     await pool.export();
   });
 

@@ -1,7 +1,7 @@
 // The txg pipeline of one pool. Transactions are assigned to the open txg and hold it open until
-// they commit; a sync closes the open txg (new transactions go to the next one: quiescing), waits
-// for its holds to drain, then runs the pool's sync function for it (syncing) while the next txg
-// fills. One txg syncs at a time, in order. Syncs start on demand, on a timer (Clock) and when
+// they commit; a sync closes the open txg and waits for its holds to drain (quiescing: new
+// transactions wait for that, then go to the next txg), then runs the pool's sync function for it
+// (syncing) while the next txg fills. One txg syncs at a time, in order. Syncs start on demand, on a timer (Clock) and when
 // dirty data passes a threshold; past the dirty limit, assign() waits for a sync (backpressure),
 // so memory stays bounded. A failed sync suspends the pool: every later call fails with the
 // same error until the pool is imported again.
@@ -39,6 +39,8 @@ export class TxgManager {
   private synced: Txg;
   private readonly holds = new Map<Txg, number>();
   private readonly drained = new Map<Txg, () => void>();
+  /** While the txg before the open one waits for its transactions to commit: resolves when they have. */
+  private quiescing: Promise<void> | null = null;
   private chain: Promise<void> = Promise.resolve();
   private syncWaiters: (() => void)[] = [];
   /** The newest txg a dirty-bytes sync was started for (one kick per txg). */
@@ -86,16 +88,24 @@ export class TxgManager {
   /**
    * Assigns a transaction to the open txg, waiting first while dirty data is over the limit: for
    * the txg already syncing when there is one (the open txg keeps filling behind it), else for a
-   * sync of the open txg.
+   * sync of the open txg. It also waits while the txg before the open one still has transactions
+   * (quiescing): one of them could otherwise change an object set after this one had, and an
+   * object set keeps its changes in one layer per txg, older txgs below newer ones (objset.ts).
    */
   async assign(): Promise<TxHandle> {
     this.throwIfFailed();
     let waited = false;
-    while (this.o.dirtyBytes() > this.o.dirtyMaxBytes) {
-      if (!waited) this.stats.throttledAssigns++;
-      waited = true;
-      if (this.synced < this.open - 1) await this.nextSync();
-      else await this.sync();
+    for (;;) {
+      if (this.o.dirtyBytes() > this.o.dirtyMaxBytes) {
+        if (!waited) this.stats.throttledAssigns++;
+        waited = true;
+        if (this.synced < this.open - 1) await this.nextSync();
+        else await this.sync();
+      } else if (this.quiescing !== null) {
+        await this.quiescing;
+      } else {
+        break;
+      }
       this.throwIfFailed();
     }
     // Kick once per txg, and only when the open txg itself is past the threshold: the syncing
@@ -163,8 +173,10 @@ export class TxgManager {
       if (this.failure !== null) return;
       const t = this.open;
       if (this.synced >= t) return;
-      this.open = txg(t + 1); // quiescing: new transactions go to the next txg
-      await this.drain(t);
+      this.open = txg(t + 1); // quiescing: new transactions go to the next txg, once t drained
+      this.quiescing = this.drain(t);
+      await this.quiescing;
+      this.quiescing = null;
       const start = this.o.clock.nowMs();
       try {
         await this.o.syncTxg(t);
