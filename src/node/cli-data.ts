@@ -8,17 +8,17 @@
 // each chunk is flushed before the next is read. `get -o FILE` writes a temporary sibling, fsyncs
 // it and renames it over FILE, so FILE is the old or the whole new content. Bytes come from
 // io.stdin and go to io.stdout (the process's streams unless the caller of main() gives its own,
-// as the daemon does for a remote client); text (`ls`) goes to io.out. Writes to one dataset take
-// turns within a process (oneWriterPerDataset: a daemon runs commands side by side).
+// as the daemon does for a remote client); text (`ls`) goes to io.out. A daemon runs commands side
+// by side, writes to one dataset included (the engine orders their transactions by txg).
 // Key, name and state errors come from the engine (exit 1); offsets and sizes that do not parse
 // are bad usage (exit 2). Registered on the program by buildProgram in cli.ts; withInput,
 // withStdout and withFileAtomic are shared with cli-stream.ts and remote.ts.
 
 import { type Command, Option } from 'commander';
 import { type FileHandle, open, rename, rm } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { type DatasetView, dmu, keyed } from '../engine/index.js';
-import { Gate, mpError } from '../lib/index.js';
+import { mpError } from '../lib/index.js';
 import { type CliIo, arg, home, poolOf } from './cli-common.js';
 import { KeyListWriter, keyRowOf } from './dataset-report.js';
 import { withPool } from './pool-open.js';
@@ -200,40 +200,10 @@ export async function withFileAtomic<T>(path: string, fn: (write: ChunkWriter) =
   return result;
 }
 
-/**
- * Writers of one dataset in this process, by home and dataset name; an entry goes when its last
- * writer ends. See oneWriterPerDataset.
- */
-const datasetWriters = new Map<string, { readonly gate: Gate; holders: number }>();
-
-/**
- * Runs `fn`, which writes to `dataset`, after the other writers of that dataset in this process.
- * Only a daemon runs commands side by side (resident pools); there two writers of one dataset
- * would straddle a txg sync, and the engine's object set refuses a transaction of the closing
- * txg once one of the next txg has written (ObjectSet.layer asserts). Reads, and writes to
- * different datasets, still run side by side. Used by the data commands and recv.
- */
-export async function oneWriterPerDataset<T>(homeDir: string, dataset: string, fn: () => Promise<T>): Promise<T> {
-  const key = `${resolve(homeDir)}\n${dataset}`;
-  let entry = datasetWriters.get(key);
-  if (entry === undefined) {
-    entry = { gate: new Gate(), holders: 0 };
-    datasetWriters.set(key, entry);
-  }
-  entry.holders++;
-  try {
-    return await entry.gate.withExclusive(fn);
-  } finally {
-    entry.holders--;
-    if (entry.holders === 0) datasetWriters.delete(key);
-  }
-}
-
 /** Opens the pool of `name`, takes a view of the dataset or snapshot, and runs `fn` on it. */
 function withView<T>(homeDir: string, name: string, mode: 'read' | 'write', fn: (view: DatasetView, assign: keyed.Assign) => Promise<T>): Promise<T> {
   return withPool(homeDir, poolOf(name), (pool) => {
-    const run = (): Promise<T> => pool.dsl.withView(name, mode, (view) => fn(view, () => pool.assign()));
-    return mode === 'write' ? oneWriterPerDataset(homeDir, name, run) : run();
+    return pool.dsl.withView(name, mode, (view) => fn(view, () => pool.assign()));
   });
 }
 

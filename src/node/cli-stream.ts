@@ -4,19 +4,21 @@
 // of main() gives its own). Each opens its pool for the duration, so the two ends of one pipe
 // must be different pools (one process holds a pool at a time); in a daemon both run on the
 // resident pools (see withPool), so there one pool may feed itself.
-// `send --to` pushes to another node instead (replicate.ts).
+// `send --to` pushes to another node instead (replicate.ts). Receives into one dataset take
+// turns within a process (oneReceivePerDataset).
 // On the process's own stdin, recv reads into a small set of reused buffers (StdinChunks,
 // process-stdio.ts) that receiveStream hands back once the records decoded from them are
 // applied, so the bytes of a stream never pass through new buffers on their way to the dataset's
 // dirty blocks; on its own stdout, send writes each frame's parts with one gathering write.
 // Registered on the program by buildProgram in cli.ts.
 
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { type Pool, parseName } from '../engine/index.js';
-import { mpError } from '../lib/index.js';
+import { Gate, mpError } from '../lib/index.js';
 import { receiveStream } from '../sync/index.js';
 import { type CliIo, arg, home, poolOf, usage, withDsl } from './cli-common.js';
-import { oneWriterPerDataset, withInput, withStdout } from './cli-data.js';
+import { withInput, withStdout } from './cli-data.js';
 import { StdinChunks, StdoutParts, ownStdin, ownStdout } from './process-stdio.js';
 import { type ReplicationEvent, localNode } from './node-config.js';
 import { withPool } from './pool-open.js';
@@ -156,6 +158,31 @@ function addSend(program: Command, io: CliIo): void {
     });
 }
 
+/** Receives into one dataset in this process, by home and dataset name; an entry goes when its last receive ends. */
+const datasetReceives = new Map<string, { readonly gate: Gate; holders: number }>();
+
+/**
+ * Runs `fn`, a receive into `dataset`, after the other receives into that dataset in this
+ * process (a daemon runs commands side by side). A second receive would replace the first's
+ * temporary dataset; and a request for the resume token (`stream.resumeToken`) waits here for a
+ * receive that is still stopping, so it is answered with the token that receive leaves.
+ */
+export async function oneReceivePerDataset<T>(homeDir: string, dataset: string, fn: () => Promise<T>): Promise<T> {
+  const key = `${resolve(homeDir)}\n${dataset}`;
+  let entry = datasetReceives.get(key);
+  if (entry === undefined) {
+    entry = { gate: new Gate(), holders: 0 };
+    datasetReceives.set(key, entry);
+  }
+  entry.holders++;
+  try {
+    return await entry.gate.withExclusive(fn);
+  } finally {
+    entry.holders--;
+    if (entry.holders === 0) datasetReceives.delete(key);
+  }
+}
+
 function addRecv(program: Command, io: CliIo): void {
   program
     .command('recv')
@@ -180,7 +207,7 @@ function addRecv(program: Command, io: CliIo): void {
       const receive = (chunks: AsyncIterable<Uint8Array>, recycle?: (chunk: Uint8Array) => void): Promise<void> =>
         withPool(home(cmd), poolOf(dataset), async (pool) => {
           const options = { force: o.force, resumable: o.s, progress: (p: { dataBytes: number }) => report(p.dataBytes), ...(recycle === undefined ? {} : { recycle }) };
-          const result = await oneWriterPerDataset(home(cmd), dataset, () => receiveStream(pool, dataset, chunks, options));
+          const result = await oneReceivePerDataset(home(cmd), dataset, () => receiveStream(pool, dataset, chunks, options));
           report(result.dataBytes, true);
           if (o.verbose) io.err.write(`received ${result.snapshot} (${result.records} records)\n`);
         });

@@ -26,7 +26,7 @@ import {
 import type { CallContext, Handler, MethodSpec } from './rpc/index.js';
 import { createToken, scopeAllows } from './rpc/index.js';
 import { runCommand } from './cli.js';
-import { oneWriterPerDataset } from './cli-data.js';
+import { oneReceivePerDataset } from './cli-stream.js';
 import type { NodeDaemon } from './daemon.js';
 import { withPool } from './pool-open.js';
 import { sendSource, sendTarget } from './send-source.js';
@@ -98,7 +98,7 @@ function receiveHandler(daemon: NodeDaemon): Handler {
     const pool = parseName(p.dataset, ['dataset']).pool;
     let counted = 0;
     const result = await withPool(daemon.node.home, pool, (open) =>
-      oneWriterPerDataset(daemon.node.home, p.dataset, () => receiveStream(open, p.dataset, ctx.input, {
+      oneReceivePerDataset(daemon.node.home, p.dataset, () => receiveStream(open, p.dataset, ctx.input, {
         force: p.force,
         resumable: p.resumable,
         progress: (r) => {
@@ -118,7 +118,7 @@ function resumeTokenHandler(daemon: NodeDaemon): Handler {
     // A receive into the dataset that is still stopping (its sender just went away) leaves its
     // token when it ends: wait for it rather than answer "none" a moment too early.
     const token = await withPool(daemon.node.home, pool, (open) =>
-      oneWriterPerDataset(daemon.node.home, dataset, () => Promise.resolve(open.dsl.receiveResumeToken(dataset))),
+      oneReceivePerDataset(daemon.node.home, dataset, () => Promise.resolve(open.dsl.receiveResumeToken(dataset))),
     );
     return { token: token ?? null };
   };
