@@ -38,11 +38,11 @@ export function simMachine(seed: number, disks = 2, diskBytes = 32 * 1024 * 1024
 
 export const TEST_TUNING: PoolTuning = { txgTimeoutMs: 0, checkEveryTxg: true, dirtyMaxBytes: 64 * 1024 * 1024 };
 
-/** A pool striped over the machine's disks (one top-level vdev each). */
 // Each of these first lets the event loop turn. A simulated disk completes every operation at
 // once, so a sweep of crashes and imports runs as one chain of microtasks; without a turn now and
 // then, the test worker reads no message for minutes and its calls to the runner time out.
 
+/** A pool striped over the machine's disks (one top-level vdev each). */
 export async function createSimPool(m: SimMachine, tuning: PoolTuning = TEST_TUNING): Promise<Pool> {
   await idle();
   return Pool.create('tank', m.leaves().map((l) => [l]), { clock: m.clock, random: m.random, tuning });

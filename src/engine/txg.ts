@@ -1,9 +1,9 @@
 // The txg pipeline of one pool. Transactions are assigned to the open txg and hold it open until
 // they commit; a sync closes the open txg and waits for its holds to drain (quiescing: new
 // transactions wait for that, then go to the next txg), then runs the pool's sync function for it
-// (syncing) while the next txg fills. One txg syncs at a time, in order. Syncs start on demand, on a timer (Clock) and when
-// dirty data passes a threshold; past the dirty limit, assign() waits for a sync (backpressure),
-// so memory stays bounded. A failed sync suspends the pool: every later call fails with the
+// (syncing) while the next txg fills. One txg syncs at a time, in order. Syncs start on demand,
+// on a timer (Clock) and when dirty data passes a threshold; past the dirty limit, assign() waits
+// for a sync (backpressure), so memory stays bounded. A failed sync suspends the pool: every later call fails with the
 // same error until the pool is imported again.
 
 import { assert, type Clock, mpError, MirrorpoolError } from '../lib/index.js';
