@@ -53,12 +53,12 @@ class Machine {
 
 /**
  * Every dataset with its content and every snapshot with its guid (a received snapshot keeps the
- * sender's; a dataset's own guid is drawn on this pool), leaving out a leftover temporary dataset.
+ * sender's; a dataset's own guid is drawn on this pool). Listings leave out a leftover temporary
+ * dataset.
  */
 async function targetState(pool: Pool): Promise<string> {
   const out: string[] = [];
   for (const e of await pool.dsl.list({ types: ['filesystem', 'snapshot'] })) {
-    if (e.name.includes('%recv')) continue;
     out.push(e.type === 'snapshot' ? `${e.name} ${e.guid}` : `${e.name} ${await content(pool, e.name)}`);
   }
   return out.join('\n');
