@@ -23,6 +23,8 @@ import type { Zil } from './zil.js';
 export interface DslHost {
   /** Runs `run` in syncing context of the next txg; resolves once it is durable. */
   syncTask(run: (tx: dmu.Tx) => Promise<void>): Promise<void>;
+  /** Runs `run` the same way; resolves once it has run, before its txg is durable (Pool.syncTaskRun). */
+  syncTaskRun(run: (tx: dmu.Tx) => Promise<void>): Promise<void>;
   /** Syncs everything written so far. */
   sync(): Promise<Txg>;
   /** Bytes new data may still take. */

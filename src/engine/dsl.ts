@@ -542,7 +542,9 @@ export class Dsl {
    * Creates the temporary dataset a receive into `target` writes to: a clone of `from` (a
    * snapshot of target, for an incremental stream) or a new dataset (a full stream, target must
    * not exist: EEXIST). A temporary dataset left by a receive that never ended goes first.
-   * Returns its name.
+   * Returns its name as soon as the txg creating it has run, while that txg is still on its way
+   * to disk: the receive is acknowledged only once its last txg is durable, and txgs reach disk
+   * in order.
    */
   async receiveBegin(target: string, from: string | null): Promise<string> {
     notReserved(target);
@@ -553,7 +555,7 @@ export class Dsl {
       throw mpError('EBUSY', `a resumable receive into ${target} is in progress: resume it with its token, or abort it`, { name: target });
     }
     if (this.exists(temp)) await this.destroy(temp, { recursive: true });
-    await this.c.o.host.syncTask(async (tx) => {
+    await this.c.o.host.syncTaskRun(async (tx) => {
       const { parent, component } = this.c.parentFor(temp);
       if (from === null) {
         if (this.exists(target)) throw mpError('EEXIST', `${target} exists: a full stream creates its dataset`, { name: target });

@@ -3,7 +3,7 @@
 // after every txg (space accounting, no double references, every checksum).
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ChecksumKind, fletcher4, hasCode, idle } from '../lib/index.js';
+import { ChecksumKind, PowerCutDisk, type PowerSwitch, type SimDisk, fletcher4, hasCode, idle, mpError } from '../lib/index.js';
 import * as dmu from './dmu.js';
 import { ObjectType } from './dnode.js';
 import type { Pool } from './pool.js';
@@ -11,6 +11,18 @@ import { createSimPool, importSimPool, pattern, simMachine } from './test-suppor
 import type { ObjectId } from './types.js';
 
 type Model = Map<ObjectId, Uint8Array>;
+
+/** A disk whose flushes wait while its gate is closed: a txg's sync can be held halfway. */
+class HeldFlushDisk extends PowerCutDisk {
+  constructor(inner: SimDisk, power: PowerSwitch, private readonly gate: { wait: Promise<void> }) {
+    super(inner, power);
+  }
+
+  override async sync(): Promise<void> {
+    await this.gate.wait;
+    await super.sync();
+  }
+}
 
 async function inTx(pool: Pool, fn: (tx: dmu.Tx) => Promise<void>): Promise<void> {
   const tx = await pool.assign();
@@ -129,6 +141,53 @@ describe('pool and DMU', () => {
     pool = await importSimPool(m);
     await expectMatches(pool, expected);
     await pool.export();
+  });
+
+  it('resolves syncTaskRun once its task has run, before its txg is durable, which still lands first', async () => {
+    const m = simMachine(6);
+    const gate = { wait: Promise.resolve(), open: (): void => undefined };
+    const pool = await createSimPool({ ...m, leaves: () => m.disks.map((d, i) => ({ disk: new HeldFlushDisk(d, m.power, gate), path: `sim${i}` })) });
+    let obj = 0 as ObjectId;
+    await inTx(pool, async (tx) => {
+      obj = await dmu.createObject(pool.root, tx, { type: ObjectType.plain, blockBytes: 4096, checksumKind: 1 });
+    });
+    await pool.sync();
+    gate.wait = new Promise((open) => (gate.open = open));
+    // The task's txg also writes data, so it has a flush to wait on.
+    await inTx(pool, (tx) => dmu.write(pool.root, tx, obj, 0, pattern(1, 5000)));
+    let ranIn = 0;
+    await pool.syncTaskRun(async (tx) => {
+      ranIn = tx.txg;
+    });
+    expect(ranIn).toBeGreaterThan(0);
+    expect(pool.lastSyncedTxg).toBeLessThan(ranIn);
+    // Work goes on in the next txg meanwhile; neither txg is durable until the flush is let go.
+    let wroteIn = 0;
+    await inTx(pool, async (tx) => {
+      wroteIn = tx.txg;
+      await dmu.write(pool.root, tx, obj, 4000, pattern(3, 1000));
+    });
+    expect(wroteIn).toBe(ranIn + 1);
+    const synced = pool.sync();
+    await idle();
+    expect(pool.lastSyncedTxg).toBeLessThan(ranIn);
+    gate.open();
+    expect(await synced).toBeGreaterThanOrEqual(wroteIn);
+    const expected = pattern(1, 5000);
+    expected.set(pattern(3, 1000), 4000);
+    await expectMatches(pool, new Map([[obj, expected]]));
+    // A task that refuses rejects with its refusal, and its txg syncs on.
+    await expect(pool.syncTaskRun(() => Promise.reject(mpError('EBUSY', 'refused')))).rejects.toMatchObject({ code: 'EBUSY' });
+    // A txg that fails before its task runs rejects with the suspension.
+    await inTx(pool, (tx) => dmu.write(pool.root, tx, obj, 0, pattern(2, 5000)));
+    for (const d of m.disks) d.injectFault({ op: 'write', effect: { kind: 'eio' } });
+    let ran = false;
+    const failed = pool.syncTaskRun(async () => {
+      ran = true;
+    });
+    await expect(failed).rejects.toThrow(/pool suspended/);
+    expect(ran).toBe(false);
+    await pool.abandon();
   });
 
   it('syncs a whole block written with its fletcher-4 under that checksum, unless the block changed since', async () => {

@@ -85,6 +85,8 @@ interface SyncTask {
   /** Runs at the very start of the txg's sync, before any object set writes (and frees). */
   readonly prepare?: () => void;
   readonly run: (tx: dmu.Tx) => Promise<void>;
+  /** Called with the task's outcome once it has run and the datasets it created are set up. */
+  readonly ran?: (e?: Error) => void;
   readonly done: (e?: Error) => void;
 }
 
@@ -198,6 +200,7 @@ export class Pool {
       checksumKind: this.checksumKind,
       host: {
         syncTask: (run) => this.syncTask(run),
+        syncTaskRun: (run) => this.syncTaskRun(run),
         sync: () => this.sync(),
         availableBytes: () => this.availableBytes(),
         openLog: (obj) => this.openLog(obj),
@@ -531,6 +534,24 @@ export class Pool {
   }
 
   /**
+   * Like syncTask, but resolves once `run` has run in its txg's sync and the datasets it created
+   * have their object sets, while the rest of that txg is still on its way to disk. Only for a
+   * change nobody is told of until a later txg is durable (txgs reach disk in order): a
+   * receive's temporary dataset, which the receive fills while the txg that made it syncs. If
+   * that txg then fails, the pool suspends and the filling fails with it.
+   */
+  syncTaskRun(run: (tx: dmu.Tx) => Promise<void>): Promise<void> {
+    this.checkOpen();
+    const ran = new Promise<void>((resolve, reject) => {
+      this.tasks.push({ run, ran: (e) => (e === undefined ? resolve() : reject(e)), done: () => undefined });
+    });
+    // A txg that fails before the task runs never calls `ran`: its failure settles the race.
+    const synced = this.txgs.sync().then(() => ran);
+    synced.catch(() => undefined); // once `ran` settled, a later failure is the pool's to report
+    return Promise.race([ran, synced]);
+  }
+
+  /**
    * Whether a sync would make anything durable that is not yet: a dataset changed in a txg not
    * yet synced, a sync task waiting, or a txg on its way to disk (its datasets are written
    * before its uberblock). False means every change made so far is on disk.
@@ -612,6 +633,7 @@ export class Pool {
     }
     // Datasets the tasks created start their object sets in this txg.
     await this.dsl.syncHeads(tx);
+    tasks.forEach((task, i) => task.ran?.(outcomes[i]));
     for (const log of this.logs) await log.syncState(tx);
     if (this.mos.hasDirty(t)) {
       // Space a checkpoint retains is listed in the same txg. Writing the MOS frees (and so may
