@@ -10,7 +10,7 @@
 // `force` the target is first rolled back to the snapshot with that guid (later snapshots go).
 // Objects are created at the sender's object numbers, so both sides stay logically equal.
 
-import { MirrorpoolError, hasCode, mpError } from '../lib/index.js';
+import { MirrorpoolError, bytesEqual, hasCode, mpError } from '../lib/index.js';
 import { type DatasetView, type Pool, type TxHandle, ObjectType, dmu, objectId, parseName } from '../engine/index.js';
 import { decodeResumeToken, encodeResumeToken } from './resume-token.js';
 import { type BeginRecord, RecordKind, type StreamRecord } from './stream-record.js';
@@ -220,6 +220,9 @@ async function apply(view: DatasetView, tx: TxHandle, r: StreamRecord): Promise<
     case RecordKind.object: {
       if (!DATASET_OBJECT_TYPES.has(r.objectType)) throw mpError('EPROTO', `OBJECT ${r.object} has type ${r.objectType}, which a dataset does not hold`, { object: r.object });
       const header = await os.header(r.object);
+      // An incremental stream carries every object of a changed dnode block, most of them as
+      // they were (send.ts): one the target already has exactly is left alone, not rewritten.
+      if (header.type === r.objectType && 2 ** header.maxBlockShift === r.maxBlockBytes && header.size === r.size && bytesEqual(header.bonus, r.bonus)) return;
       const create = { type: r.objectType as ObjectType, blockBytes: r.maxBlockBytes, checksumKind: r.checksumKind, bonus: r.bonus };
       if (header.type !== ObjectType.none && (header.type !== r.objectType || 2 ** header.maxBlockShift !== r.maxBlockBytes)) {
         await dmu.freeObject(os, tx, r.object);

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { Prng } from '../lib/index.js';
-import { type Pool, keyed } from '../engine/index.js';
+import { type Pool, keyed, objectId } from '../engine/index.js';
 import { content, pattern, put, simPool } from './pool-test-support.js';
 import { beginRecord, changeRecords, planSend } from './send.js';
 import { receiveRecords } from './receive.js';
@@ -91,6 +91,43 @@ describe('send and receive', () => {
     // Two 16 KiB blocks of k7 (the write straddles them) and the key directory's changed blocks.
     expect(bytes(inc)).toBeLessThanOrEqual(2 * 16 * 1024 + 64 * 1024);
     expect(inc.filter((r) => r.kind === RecordKind.object).length).toBeLessThan(40);
+  });
+
+  it('leaves alone the objects an incremental stream carries unchanged (the rest of a changed dnode block)', async () => {
+    const src = await simPool('src', 5);
+    const dst = await simPool('dst', 6);
+    await src.dsl.create('src/d');
+    for (let i = 0; i < 320; i++) await put(src, 'src/d', `k${i}`, pattern(i, 300));
+    await src.dsl.snapshot('src/d@1');
+    await receiveRecords(dst, 'dst/d', each(await sendAll(src, 'src/d@1')));
+    // One key in every 32 is overwritten in place: each dnode block has a changed object.
+    for (let i = 0; i < 320; i += 32) await src.dsl.withView('src/d', 'write', (v) => keyed.writeKey(v, () => src.assign(), `k${i}`, 0, pattern(1000 + i, 100)));
+    await src.dsl.snapshot('src/d@2');
+    const inc = await sendAll(src, 'src/d@2', 'src/d@1');
+    // Records are applied in batches of 256 after BEGIN. When the stream is asked for the one
+    // after them, that batch has been applied: which of its objects are dirty in the receive's
+    // temporary dataset?
+    const firstBatch = inc.slice(1, 257);
+    const written = new Set(firstBatch.filter((r) => r.kind === RecordKind.write).map((r) => r.object));
+    const carried = firstBatch.flatMap((r) => (r.kind === RecordKind.object && !written.has(r.object) ? [r.object] : []));
+    let dirty: { carried: number[]; written: number[] } | null = null;
+    async function* watched(): AsyncGenerator<StreamRecord> {
+      for (const [i, r] of inc.entries()) {
+        if (i === 257) {
+          dirty = await dst.dsl.withView('dst/d%recv', 'read', (v) => Promise.resolve({
+            carried: carried.filter((o) => v.os.isDirty(objectId(o))),
+            written: [...written].filter((o) => v.os.isDirty(objectId(o))),
+          }));
+        }
+        yield r;
+      }
+    }
+    await receiveRecords(dst, 'dst/d', watched());
+    expect(carried.length).toBeGreaterThan(200);
+    expect(written.size).toBeGreaterThan(5);
+    expect(dirty).toEqual({ carried: [], written: [...written] });
+    expect(await content(dst, 'dst/d')).toBe(await content(src, 'src/d@2'));
+    await dst.checkInvariants();
   });
 
   it('resumes a stream cut after any record, full and incremental, to the same result', async () => {
