@@ -3,8 +3,8 @@
 // transactions wait for that, then go to the next txg), then runs the pool's sync function for it
 // (syncing) while the next txg fills. One txg syncs at a time, in order. Syncs start on demand,
 // on a timer (Clock) and when dirty data passes a threshold; past the dirty limit, assign() waits
-// for a sync (backpressure), so memory stays bounded. A failed sync suspends the pool: every later call fails with the
-// same error until the pool is imported again.
+// for a sync (backpressure), so memory stays bounded. A failed sync suspends the pool: every
+// later call fails with the same error until the pool is imported again.
 
 import { assert, type Clock, mpError, MirrorpoolError } from '../lib/index.js';
 import type { Tx } from './dmu.js';

@@ -202,9 +202,7 @@ export async function withFileAtomic<T>(path: string, fn: (write: ChunkWriter) =
 
 /** Opens the pool of `name`, takes a view of the dataset or snapshot, and runs `fn` on it. */
 function withView<T>(homeDir: string, name: string, mode: 'read' | 'write', fn: (view: DatasetView, assign: keyed.Assign) => Promise<T>): Promise<T> {
-  return withPool(homeDir, poolOf(name), (pool) => {
-    return pool.dsl.withView(name, mode, (view) => fn(view, () => pool.assign()));
-  });
+  return withPool(homeDir, poolOf(name), (pool) => pool.dsl.withView(name, mode, (view) => fn(view, () => pool.assign())));
 }
 
 /** Copies bytes [offset, offset+length) of a key, cut at its end, to `write` a chunk at a time. */
