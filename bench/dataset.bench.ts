@@ -15,7 +15,10 @@
 //     it alone held the overwritten blocks. Median over ROUNDS, big vs small, limit 1.5x;
 //   - snapshot destroy freeing 8x more blocks: in the small dataset, a snapshot holding 32 new
 //     1 MiB keys that were then removed, against one holding 4 (same shape, alternating rounds);
-//     the ratio shows the cost growing with the blocks freed, and stays under 8x (proportional).
+//     the ratio shows the cost growing with the blocks freed, and stays under 8x (proportional);
+//   - import of a separate pool once it holds MANY_DATASETS empty datasets, against its import
+//     before they were made (medians of IMPORTS imports each), limit 3x: what a dataset adds to
+//     every import stays small. The pool space each dataset takes is logged.
 // Medians throughout (SNAPSHOTS or ROUNDS samples a side, interleaved so both sides see the same
 // machine). The time of a hold (a one-record txg) is logged as the fixed cost every destroy
 // pays. The bytes each destroyed snapshot alone held are read before the destroy and checked, so
@@ -43,6 +46,10 @@ const MANY_KEYS = 8 * OVERWRITE_KEYS;
 const SNAPSHOT_RATIO_MAX = 1.5;
 const DESTROY_RATIO_MAX = 1.5;
 const SEED = 20_240_917;
+/** Empty datasets of the import figure, the imports timed on each side (the median counts), and its limit. */
+const MANY_DATASETS = 300;
+const IMPORTS = 3;
+const IMPORT_RATIO_MAX = 3;
 const TUNING = { txgTimeoutMs: 0, dirtyMaxBytes: 256 * MiB, dirtySyncBytes: 64 * MiB, cacheBytes: 64 * MiB } satisfies PoolTuning;
 
 interface Dataset {
@@ -201,9 +208,49 @@ function pair(name: string, samples: readonly Sample[], peer: { label: string; s
   ];
 }
 
+/** Median wall ms of IMPORTS imports of the pool in `path` (each exported again). */
+async function importMs(path: string): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < IMPORTS; i++) {
+    const start = performance.now();
+    const disk = await FileDisk.open(path);
+    const pool = await Pool.import([{ disk, path }], { clock: new SystemClock(), random: new SystemRandom(), tuning: TUNING });
+    times.push(performance.now() - start);
+    await pool.export();
+  }
+  return median(times);
+}
+
+/**
+ * Import of a pool holding MANY_DATASETS empty datasets against its import before they were made:
+ * what a dataset adds to every import (its record, deadlist and object set; a map with no entries
+ * has no ZAP). Logs the pool space each one takes.
+ */
+async function importWithDatasets(dir: string): Promise<Figure> {
+  const path = join(dir, 'many.img');
+  const disk = await FileDisk.open(path, { createBytes: GiB });
+  let pool = await Pool.create('many', [[{ disk, path }]], { clock: new SystemClock(), random: new SystemRandom(), tuning: TUNING });
+  await pool.export();
+  const noneMs = await importMs(path);
+  pool = await Pool.import([{ disk: await FileDisk.open(path), path }], { clock: new SystemClock(), random: new SystemRandom(), tuning: TUNING });
+  const before = pool.status().allocatedBytes;
+  await Promise.all(Array.from({ length: MANY_DATASETS }, (_, i) => pool.dsl.create(`many/d${i}`)));
+  // Frees wait TXG_DEFER txgs before they stop counting as allocated.
+  for (let i = 0; i < 4; i++) await pool.sync();
+  const perDataset = (pool.status().allocatedBytes - before) / MANY_DATASETS;
+  await pool.export();
+  const manyMs = await importMs(path);
+  log(`${MANY_DATASETS} empty datasets: ${(perDataset / 1024).toFixed(0)} KiB of pool space each; import ${manyMs.toFixed(0)} ms, ${noneMs.toFixed(0)} ms before they were made`);
+  return figure({
+    suite: SUITE, name: `import, ${MANY_DATASETS} empty datasets vs none`, value: manyMs, unit: 'ms',
+    versus: { label: 'the same pool before', value: noneMs }, target: { op: '<=', ratio: IMPORT_RATIO_MAX },
+  });
+}
+
 export async function run(): Promise<Figure[]> {
   const dir = await mkdtemp(join(tmpdir(), 'mirrorpool-bench-'));
   try {
+    const many = await importWithDatasets(dir);
     const path = join(dir, 'pool.img');
     const disk = await FileDisk.open(path, { createBytes: POOL_FILE_BYTES });
     const pool = await Pool.create('bench', [[{ disk, path }]], { clock: new SystemClock(), random: new SystemRandom(), tuning: TUNING });
@@ -232,6 +279,7 @@ export async function run(): Promise<Figure[]> {
         ...pair('snapshot create, 1 GiB vs 10 MiB ds', snapBig, { label: '10 MiB dataset', samples: snapSmall }, SNAPSHOT_RATIO_MAX),
         ...pair('snap destroy freeing 4 MiB, 1 GiB vs 10 MiB', destroyBig, { label: '10 MiB dataset', samples: destroySmall }, DESTROY_RATIO_MAX),
         ...pair('snap destroy freeing 32 vs 4 MiB (10 MiB ds)', freed.many, { label: 'freeing 4 MiB', samples: freed.few }, MANY_KEYS / OVERWRITE_KEYS),
+        many,
       ];
     } finally {
       await pool.export();

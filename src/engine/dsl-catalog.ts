@@ -3,9 +3,12 @@
 // which writes the MOS first and then updates the catalog in one synchronous step, so names
 // resolve without touching the MOS and open context never sees half a change. Also the small
 // MOS helpers (records, catalog ZAPs) the DSL's modules share. Callers: dsl*.ts.
+//
+// A map with no entries (a dataset's children, snapshots, bookmarks or properties, a snapshot's
+// holds) has no ZAP: its record field is 0 until the first entry, and again once the last goes.
 
 
-import { Gate, type Clock, type Random, mpError, readU64, readU64Number, writeU64, writeU64Number } from '../lib/index.js';
+import { Gate, type Clock, type Random, assert, mpError, readU64, readU64Number, writeU64, writeU64Number } from '../lib/index.js';
 import type { BlockStore } from './block-store.js';
 import { DatasetKind, type DatasetRecord, decodeDatasetRecord, encodeDatasetRecord } from './dataset-record.js';
 import * as dmu from './dmu.js';
@@ -92,6 +95,9 @@ export interface PropertyValue {
   readonly source: string;
 }
 
+/** The fields of a dataset record that name a catalog ZAP (0: the map is empty). */
+export type CatalogZap = 'children' | 'snapshots' | 'bookmarks' | 'props' | 'holds';
+
 const BOOKMARK_VALUE_BYTES = 24;
 const CATALOG_ZAP_NODE_BYTES = 8192;
 const HOLD_TAG_BYTES_MAX = 255;
@@ -122,7 +128,7 @@ export class Catalog {
       const sobj = objectId(readU64Number(v, 0));
       const srec = await this.readRecord(sobj);
       const snap: SnapNode = { obj: sobj, record: srec, name: k, head: node, holds: new Map(), gate: new Gate(), os: null };
-      if (srec.holds !== 0) for (const [tag, at] of await this.zapEntries(srec.holds)) snap.holds.set(tag, readU64Number(at, 0));
+      for (const [tag, at] of await this.zapEntries(srec.holds)) snap.holds.set(tag, readU64Number(at, 0));
       node.snapshots.set(k, snap);
       this.snaps.set(sobj, snap);
     }
@@ -257,17 +263,36 @@ export class Catalog {
     return dmu.setBonus(this.o.mos, tx, obj, encodeDatasetRecord(r));
   }
 
-  async newZap(tx: dmu.Tx): Promise<ObjectId> {
-    const obj = await dmu.createObject(this.o.mos, tx, { type: ObjectType.zap, blockBytes: CATALOG_ZAP_NODE_BYTES, checksumKind: this.o.checksumKind });
-    await Zap.create(await dmu.objectAccess(this.o.mos, tx, obj), { nodeBytes: CATALOG_ZAP_NODE_BYTES });
-    return obj;
+  /**
+   * Sets `key` to `value` (null: removes it) in the catalog ZAP `field` of `record`, the record of
+   * MOS object `owner`. An empty map has no ZAP (0): its first entry creates one and the removal of
+   * its last frees it, and the record is written then. Returns the record as it now is (`record`
+   * itself when the field kept its object); the caller puts it in the catalog.
+   */
+  async changeZap(tx: dmu.Tx, owner: ObjectId, record: DatasetRecord, field: CatalogZap, key: string, value: Uint8Array | null): Promise<DatasetRecord> {
+    let obj = record[field];
+    if (value === null) {
+      assert(obj !== 0, `removal of '${key}' from an empty ${field} map`);
+      const zap = await Zap.open(await dmu.objectAccess(this.o.mos, tx, obj));
+      await zap.remove(key);
+      if ((await zap.count()) > 0) return record;
+      await dmu.freeObject(this.o.mos, tx, obj);
+      obj = objectId(0);
+    } else if (obj === 0) {
+      obj = await dmu.createObject(this.o.mos, tx, { type: ObjectType.zap, blockBytes: CATALOG_ZAP_NODE_BYTES, checksumKind: this.o.checksumKind });
+      await (await Zap.create(await dmu.objectAccess(this.o.mos, tx, obj), { nodeBytes: CATALOG_ZAP_NODE_BYTES })).set(key, value);
+    } else {
+      await (await Zap.open(await dmu.objectAccess(this.o.mos, tx, obj))).set(key, value);
+      return record;
+    }
+    const changed = { ...record, [field]: obj };
+    await this.writeRecord(tx, owner, changed);
+    return changed;
   }
 
-  async openZap(tx: dmu.Tx, obj: ObjectId): Promise<Zap> {
-    return Zap.open(await dmu.objectAccess(this.o.mos, tx, obj));
-  }
-
+  /** The entries of catalog ZAP `obj` (none for 0). */
   async zapEntries(obj: ObjectId): Promise<[string, Uint8Array][]> {
+    if (obj === 0) return [];
     const zap = await Zap.open(await dmu.objectAccess(this.o.mos, null, obj));
     const out: [string, Uint8Array][] = [];
     for await (const e of zap.entries()) out.push([new TextDecoder().decode(e.key), e.value]);

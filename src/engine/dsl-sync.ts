@@ -29,10 +29,7 @@ export async function createHeadSync(
   props: ReadonlyMap<string, string>,
   origin: SnapNode | null,
 ): Promise<HeadNode> {
-  const propsZap = await c.newZap(tx);
-  const zap = await c.openZap(tx, propsZap);
-  for (const [k, v] of props) await zap.set(k, new TextEncoder().encode(v));
-  const record: DatasetRecord = {
+  let record: DatasetRecord = {
     root: origin?.record.root ?? HOLE,
     kind: DatasetKind.head,
     createdTxg: tx.txg,
@@ -43,10 +40,10 @@ export async function createHeadSync(
     prevSnapTxg: origin?.record.createdTxg ?? txg(0),
     nextSnap: objectId(0),
     deadlist: await createDeadlist(c.o.mos, tx, c.o.checksumKind),
-    children: await c.newZap(tx),
-    snapshots: await c.newZap(tx),
-    bookmarks: await c.newZap(tx),
-    props: propsZap,
+    children: objectId(0),
+    snapshots: objectId(0),
+    bookmarks: objectId(0),
+    props: objectId(0),
     holds: objectId(0),
     origin: origin?.obj ?? objectId(0),
     clones: 0,
@@ -63,7 +60,8 @@ export async function createHeadSync(
     checksumKind: c.o.checksumKind,
     bonus: encodeDatasetRecord(record),
   });
-  if (parent !== null) await (await c.openZap(tx, parent.record.children)).set(component, zapNumber(obj));
+  for (const [k, v] of props) record = await c.changeZap(tx, obj, record, 'props', k, new TextEncoder().encode(v));
+  const parentRecord = parent === null ? null : await c.changeZap(tx, parent.obj, parent.record, 'children', component, zapNumber(obj));
   let originRecord: DatasetRecord | null = null;
   if (origin !== null) {
     originRecord = { ...origin.record, clones: origin.record.clones + 1 };
@@ -79,6 +77,7 @@ export async function createHeadSync(
     await createKeyDirectory(node.os, tx, c.o.checksumKind);
   }
   if (origin !== null && originRecord !== null) origin.record = originRecord;
+  if (parent !== null && parentRecord !== null) parent.record = parentRecord;
   c.heads.set(obj, node);
   parent?.children.set(component, node);
   return node;
@@ -115,7 +114,7 @@ export async function snapshotSync(c: Catalog, tx: dmu.Tx, node: HeadNode, name:
   const prev = c.snaps.get(h.prevSnap);
   const prevRecord = prev !== undefined && prev.head === node ? { ...prev.record, nextSnap: sobj } : null;
   if (prev !== undefined && prevRecord !== null) await c.writeRecord(tx, prev.obj, prevRecord);
-  const headRecord: DatasetRecord = {
+  let headRecord: DatasetRecord = {
     ...h,
     prevSnap: sobj,
     prevSnapTxg: tx.txg,
@@ -123,7 +122,7 @@ export async function snapshotSync(c: Catalog, tx: dmu.Tx, node: HeadNode, name:
     uniqueBytes: 0,
   };
   await c.writeRecord(tx, node.obj, headRecord);
-  await (await c.openZap(tx, h.snapshots)).set(name, zapNumber(sobj));
+  headRecord = await c.changeZap(tx, node.obj, headRecord, 'snapshots', name, zapNumber(sobj));
   if (prev !== undefined && prevRecord !== null) prev.record = prevRecord;
   node.record = headRecord;
   const snap: SnapNode = { obj: sobj, record: snapRecord, name, head: node, holds: new Map(), gate: new Gate(), os: null };
@@ -158,7 +157,7 @@ export async function destroySnapshotSync(c: Catalog, tx: dmu.Tx, snap: SnapNode
   const prevInChain = prev !== undefined && prev.head === head;
   const prevRecord = prevInChain ? { ...prev.record, nextSnap: snap.record.nextSnap } : null;
   if (prevRecord !== null) await c.writeRecord(tx, prev?.obj ?? objectId(0), prevRecord);
-  const headRecord = next === null ? nextRecord : { ...head.record };
+  let headRecord = next === null ? nextRecord : { ...head.record };
   headRecord.snapUsedBytes -= freed;
   if (next === null) {
     // The head now shares with P what P holds minus what the head killed since P.
@@ -168,7 +167,7 @@ export async function destroySnapshotSync(c: Catalog, tx: dmu.Tx, snap: SnapNode
     await c.writeRecord(tx, next.obj, nextRecord);
   }
   await c.writeRecord(tx, head.obj, headRecord);
-  await (await c.openZap(tx, head.record.snapshots)).remove(snap.name);
+  headRecord = await c.changeZap(tx, head.obj, headRecord, 'snapshots', snap.name, null);
   await dmu.freeObject(mos, tx, snap.obj);
   // The catalog changes in one step, after every write.
   if (prevRecord !== null && prev !== undefined) prev.record = prevRecord;
@@ -188,7 +187,7 @@ export async function destroyHeadSync(c: Catalog, tx: dmu.Tx, node: HeadNode): P
   const mos = c.o.mos;
   const r = node.record;
   for (const bp of await blocksBornAfter(c.o.store, c.nameOf(node), r.root, r.prevSnapTxg)) c.o.store.free(bp, tx.txg);
-  for (const obj of [r.deadlist, r.children, r.snapshots, r.bookmarks, r.props]) await dmu.freeObject(mos, tx, obj);
+  for (const obj of [r.deadlist, r.children, r.snapshots, r.bookmarks, r.props]) if (obj !== 0) await dmu.freeObject(mos, tx, obj);
   if (r.intentLog !== 0) {
     // A log that failed to open is opened again here (its table is all the destroy needs).
     const zil = node.zil === null ? null : await node.zil.catch(() => null);
@@ -200,9 +199,10 @@ export async function destroyHeadSync(c: Catalog, tx: dmu.Tx, node: HeadNode): P
   const origin = c.snaps.get(r.origin);
   const originRecord = origin === undefined ? null : { ...origin.record, clones: origin.record.clones - 1 };
   if (origin !== undefined && originRecord !== null) await c.writeRecord(tx, origin.obj, originRecord);
-  await (await c.openZap(tx, node.parent.record.children)).remove(node.component);
+  const parentRecord = await c.changeZap(tx, node.parent.obj, node.parent.record, 'children', node.component, null);
   await dmu.freeObject(mos, tx, node.obj);
   if (origin !== undefined && originRecord !== null) origin.record = originRecord;
+  node.parent.record = parentRecord;
   node.parent.children.delete(node.component);
   c.heads.delete(node.obj);
   node.destroyed = true;
@@ -276,15 +276,16 @@ export async function swapCloneSync(c: Catalog, tx: dmu.Tx, node: HeadNode, clon
   };
   await dmu.freeObject(c.o.mos, tx, h.deadlist);
   await c.writeRecord(tx, node.obj, headRecord);
-  for (const obj of [k.children, k.snapshots, k.bookmarks, k.props]) await dmu.freeObject(c.o.mos, tx, obj);
+  for (const obj of [k.children, k.snapshots, k.bookmarks, k.props]) if (obj !== 0) await dmu.freeObject(c.o.mos, tx, obj);
   assert(k.intentLog === 0, 'a receive clone has no intent log');
   const origin = c.snaps.get(k.origin);
   assert(origin !== undefined);
   const originRecord = { ...origin.record, clones: origin.record.clones - 1 };
   await c.writeRecord(tx, origin.obj, originRecord);
-  await (await c.openZap(tx, clone.parent.record.children)).remove(clone.component);
+  const parentRecord = await c.changeZap(tx, clone.parent.obj, clone.parent.record, 'children', clone.component, null);
   await dmu.freeObject(c.o.mos, tx, clone.obj);
   origin.record = originRecord;
+  clone.parent.record = parentRecord;
   clone.parent.children.delete(clone.component);
   c.heads.delete(clone.obj);
   clone.destroyed = true;
@@ -301,10 +302,13 @@ export async function swapCloneSync(c: Catalog, tx: dmu.Tx, node: HeadNode, clon
 export async function renameHeadSync(c: Catalog, tx: dmu.Tx, node: HeadNode, parent: HeadNode, component: string): Promise<void> {
   const old = node.parent;
   assert(old !== null);
-  await (await c.openZap(tx, old.record.children)).remove(node.component);
-  await (await c.openZap(tx, parent.record.children)).set(component, zapNumber(node.obj));
+  // The new entry goes in first: a rename within one parent then never empties its map.
+  const parentRecord = await c.changeZap(tx, parent.obj, parent.record, 'children', component, zapNumber(node.obj));
+  const oldRecord = await c.changeZap(tx, old.obj, old === parent ? parentRecord : old.record, 'children', node.component, null);
   const record = { ...node.record, parent: parent.obj };
   await c.writeRecord(tx, node.obj, record);
+  parent.record = parentRecord;
+  old.record = oldRecord;
   old.children.delete(node.component);
   parent.children.set(component, node);
   node.parent = parent;

@@ -117,6 +117,49 @@ describe('datasets and snapshots', () => {
     await pool.export();
   });
 
+  it('keeps no ZAP for an empty map: the first entry makes one and the last one frees it', async () => {
+    const m = simMachine(12);
+    let pool = await createSimPool(m);
+    /** ZAP objects in the MOS: the catalog's maps and the pool directory. */
+    const zaps = async (): Promise<number> => {
+      let n = 0;
+      for (let obj = 1; obj < pool.mos.nextObject(); obj++) {
+        const header = await pool.mos.header(objectId(obj));
+        if (header.type === ObjectType.zap) n++;
+      }
+      return n;
+    };
+    const before = await zaps();
+    const steps: [string, () => Promise<unknown>, number][] = [
+      ['an empty dataset: the first child of tank', () => pool.dsl.create('tank/a'), 1],
+      ['a second empty dataset', () => pool.dsl.create('tank/b'), 1],
+      ['a property', () => pool.dsl.setProperty('tank/a', 'recordsize', '16K'), 2],
+      ['a dataset made with a property', () => pool.dsl.create('tank/a/c', new Map([['readonly', 'on']])), 4],
+      ['a snapshot', () => pool.dsl.snapshot('tank/b@s1'), 5],
+      ['a snapshot renamed (the map never empties)', () => pool.dsl.rename('tank/b@s1', 'tank/b@s2'), 5],
+      ['a bookmark', () => pool.dsl.bookmark('tank/b@s2', 'tank/b#m'), 6],
+      ['a hold', () => pool.dsl.hold('t', 'tank/b@s2'), 7],
+      ['the import', async () => ((await pool.export(), (pool = await importSimPool(m)))), 7],
+      ['what the import loaded', async () => {
+        expect((await pool.dsl.properties('tank/a/c')).find((p) => p.property === 'recordsize')).toMatchObject({ value: '16K', source: 'inherited from tank/a' });
+        expect(pool.dsl.holds('tank/b@s2').has('t')).toBe(true);
+        expect(pool.dsl.bookmarkOf('tank/b#m').txg).toBeGreaterThan(0);
+      }, 7],
+      ['the hold released', () => pool.dsl.release('t', 'tank/b@s2'), 6],
+      ['the snapshot destroyed', () => pool.dsl.destroy('tank/b@s2'), 5],
+      ['the bookmark destroyed', () => pool.dsl.destroy('tank/b#m'), 4],
+      ['a dataset renamed, the only child of its parent', () => pool.dsl.rename('tank/a/c', 'tank/a/d'), 4],
+      ['a dataset moved to another parent', () => pool.dsl.rename('tank/a/d', 'tank/b/d'), 4],
+      ['the moved dataset destroyed', () => pool.dsl.destroy('tank/b/d'), 2],
+      ['both datasets destroyed', async () => (await pool.dsl.destroy('tank/a'), await pool.dsl.destroy('tank/b')), 0],
+    ];
+    for (const [what, step, extra] of steps) {
+      await step();
+      expect(await zaps(), what).toBe(before + extra);
+    }
+    await pool.export();
+  });
+
   it('inherits properties down the tree and applies recordsize and readonly', async () => {
     const pool = await createSimPool(simMachine(5));
     await pool.dsl.create('tank/a', new Map([['recordsize', '16K']]));

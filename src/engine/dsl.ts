@@ -23,7 +23,7 @@
 
 import { assert, hasCode, mpError, writeU64Number } from '../lib/index.js';
 import { appendDeadlist } from './deadlist.js';
-import * as dmu from './dmu.js';
+import type * as dmu from './dmu.js';
 import { RECV_SUFFIX, RESUME_TOKEN_KEY, formatName, isReceiveTemp, parseName } from './dsl-names.js';
 import { canonicalProperty, checksumOfProperty, parseRecordSize } from './dsl-props.js';
 import { ObjectSet } from './objset.js';
@@ -31,7 +31,7 @@ import { DurableLog } from './durable-log.js';
 import { replayRecords } from './keyed.js';
 import type { TxHandle } from './txg.js';
 import { Zil, decodeZilRecord } from './zil.js';
-import { type BlockPointer, type ObjectId, type Txg, newGuid, objectId } from './types.js';
+import { type BlockPointer, type ObjectId, type Txg, newGuid } from './types.js';
 import { zapNumber } from './zap.js';
 import { type Bookmark, Catalog, type DslOptions, type HeadNode, type SnapNode, canonicalProps, checkGuid, checkTag, encodeBookmark } from './dsl-catalog.js';
 import { type DatasetEntry, type DatasetType, type PropertyValue, checkInvariants, list, properties, resumeTokenOf } from './dsl-report.js';
@@ -311,7 +311,7 @@ export class Dsl {
       await this.c.o.host.syncTask(async (tx) => {
         const node = this.c.head(headText);
         missing(node);
-        await (await this.c.openZap(tx, node.record.bookmarks)).remove(mark);
+        node.record = await this.c.changeZap(tx, node.obj, node.record, 'bookmarks', mark, null);
         node.bookmarks.delete(mark);
       });
       return;
@@ -432,7 +432,7 @@ export class Dsl {
     await this.c.o.host.syncTask(async (tx) => {
       const snap = check();
       const value: Bookmark = { guid: snap.record.guid, txg: snap.record.createdTxg, creationMs: snap.record.creationMs };
-      await (await this.c.openZap(tx, snap.head.record.bookmarks)).set(mark, encodeBookmark(value));
+      snap.head.record = await this.c.changeZap(tx, snap.head.obj, snap.head.record, 'bookmarks', mark, encodeBookmark(value));
       snap.head.bookmarks.set(mark, value);
     });
   }
@@ -448,15 +448,9 @@ export class Dsl {
     await this.c.o.host.syncTask(async (tx) => {
       const snap = check();
       const at = this.c.o.clock.wallMs();
-      let record = snap.record;
-      if (record.holds === 0) {
-        record = { ...record, holds: await this.c.newZap(tx) };
-        await this.c.writeRecord(tx, snap.obj, record);
-      }
       const value = new Uint8Array(8);
       writeU64Number(value, 0, at);
-      await (await this.c.openZap(tx, record.holds)).set(tag, value);
-      snap.record = record;
+      snap.record = await this.c.changeZap(tx, snap.obj, snap.record, 'holds', tag, value);
       snap.holds.set(tag, at);
     });
   }
@@ -471,15 +465,7 @@ export class Dsl {
     check();
     await this.c.o.host.syncTask(async (tx) => {
       const snap = check();
-      let record = snap.record;
-      if (snap.holds.size === 1) {
-        await dmu.freeObject(this.c.o.mos, tx, record.holds);
-        record = { ...record, holds: objectId(0) };
-        await this.c.writeRecord(tx, snap.obj, record);
-      } else {
-        await (await this.c.openZap(tx, record.holds)).remove(tag);
-      }
-      snap.record = record;
+      snap.record = await this.c.changeZap(tx, snap.obj, snap.record, 'holds', tag, null);
       snap.holds.delete(tag);
     });
   }
@@ -511,9 +497,10 @@ export class Dsl {
       check();
       await this.c.o.host.syncTask(async (tx) => {
         const snap = check();
-        const zap = await this.c.openZap(tx, snap.head.record.snapshots);
-        await zap.remove(snap.name);
-        await zap.set(snapTo, zapNumber(snap.obj));
+        const head = snap.head;
+        // The new name goes in first, so the map never empties on the way.
+        head.record = await this.c.changeZap(tx, head.obj, head.record, 'snapshots', snapTo, zapNumber(snap.obj));
+        head.record = await this.c.changeZap(tx, head.obj, head.record, 'snapshots', snap.name, null);
         snap.head.snapshots.delete(snap.name);
         snap.name = snapTo;
         snap.head.snapshots.set(snapTo, snap);
@@ -598,7 +585,7 @@ export class Dsl {
         const { node: head, clone } = check();
         if (head === null) {
           const { parent, component } = this.c.parentFor(target);
-          if (clone.props.delete(RESUME_TOKEN_KEY)) await (await this.c.openZap(tx, clone.record.props)).remove(RESUME_TOKEN_KEY);
+          if (clone.props.delete(RESUME_TOKEN_KEY)) clone.record = await this.c.changeZap(tx, clone.obj, clone.record, 'props', RESUME_TOKEN_KEY, null);
           await renameHeadSync(this.c, tx, clone, parent, component);
           await snapshotSync(this.c, tx, clone, snap.name, guid, snap.creationMs);
         } else {
@@ -619,7 +606,7 @@ export class Dsl {
     this.c.head(temp);
     await this.c.o.host.syncTask(async (tx) => {
       const node = this.c.head(temp);
-      await (await this.c.openZap(tx, node.record.props)).set(RESUME_TOKEN_KEY, new TextEncoder().encode(token));
+      node.record = await this.c.changeZap(tx, node.obj, node.record, 'props', RESUME_TOKEN_KEY, new TextEncoder().encode(token));
       node.props.set(RESUME_TOKEN_KEY, token);
     });
   }
@@ -652,7 +639,7 @@ export class Dsl {
     this.c.head(text);
     await this.c.o.host.syncTask(async (tx) => {
       const node = this.c.head(text);
-      await (await this.c.openZap(tx, node.record.props)).set(property, new TextEncoder().encode(canonical));
+      node.record = await this.c.changeZap(tx, node.obj, node.record, 'props', property, new TextEncoder().encode(canonical));
       node.props.set(property, canonical);
     });
   }

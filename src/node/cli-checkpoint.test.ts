@@ -59,7 +59,8 @@ describe('mirrorpool pool checkpoint', () => {
     const before = await allocated();
     await ok('pool', 'checkpoint', 'tank');
     await ok('dataset', 'destroy', 'tank/ds');
-    expect(await allocated(), 'the destroyed data stays allocated').toBeGreaterThan(before);
+    // The 500 KB of data stay allocated; the pool's metadata moves by a few KiB either way.
+    expect(await allocated(), 'the destroyed data stays allocated').toBeGreaterThan(before - 100_000);
     expectError(await w.cli('pool', 'reguid', 'tank'), 1, 'EBUSY');
     expectError(await w.cli('pool', 'attach', '--size', '64M', 'tank', join(w.dir, 'a.img'), join(w.dir, 'b.img')), 1, 'EBUSY');
     expect((await ok('pool', 'checkpoint', '--discard', 'tank')).out).toMatch(/^discarded the checkpoint of tank: [0-9.]+[KM] given back$/m);
