@@ -433,6 +433,8 @@ export async function readDiskLabels(disk: Disk): Promise<DiskLabels> {
     if (config !== undefined) configs.push({ label, config });
     for (let slot = 0; slot < UBERBLOCK_RING_SLOTS; slot++) {
       const at = layout.labelConfigBytes + slot * UB_BYTES;
+      // A slot never written (all zeros on a young pool) is passed over without building an error.
+      if (!bytesEqual(bytes.subarray(at, at + UB_MAGIC.length), UB_MAGIC)) continue;
       const ub = ignoringEproto(() => decodeUberblock(bytes.subarray(at, at + UB_BYTES)));
       if (ub !== undefined && uberblockSlot(ub.txg) === slot) uberblocks.push({ label, slot, uberblock: ub });
     }
