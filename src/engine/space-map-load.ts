@@ -21,12 +21,13 @@ export const LOG_READ_CHUNK_BYTES = 64 * 1024;
  * reads, each waiting for the one before (192 metaslabs of a 3 GiB vdev took about half of an
  * import). Reads with an accept check (other copies wanted) and reads outside the area go to
  * `io`. When the area cannot be read in one piece (EIO), every read goes to `io`, so the error a
- * load reports names the part that failed. The bytes returned are views of the copy: read only.
+ * load reports names the part that failed. The bytes returned are views of the copy: read only,
+ * and gone once the load ends when the copy is read into `into` (a buffer loads take turns with).
  */
-export async function loadReads(io: VdevIo, start: number, bytes: number): Promise<VdevIo> {
+export async function loadReads(io: VdevIo, start: number, bytes: number, into?: Uint8Array): Promise<VdevIo> {
   let area: Uint8Array;
   try {
-    area = await io.read(start, bytes);
+    area = await io.read(start, bytes, undefined, into);
   } catch (e) {
     if (!hasCode(e, 'EIO')) throw e;
     return io;
@@ -42,6 +43,32 @@ export async function loadReads(io: VdevIo, start: number, bytes: number): Promi
       throw new Error('space map load: the reads of a load do not write');
     },
   };
+}
+
+/** Reserved areas up to this size are read whole by a load; a larger one only in its newer slot. */
+export const LOAD_WHOLE_AREA_BYTES_MAX = 256 * 1024;
+
+/**
+ * The span of the reserved area a load reads at once (loadReads): all of it when small, else the
+ * slot the first copy's two headers name (its header, map and first LOG_READ_CHUNK_BYTES of log):
+ * of a 1 GiB metaslab's 2 MiB that is 577 KiB. Any doubt (a header damaged or unreadable on the
+ * first copy, no usable slot) means the whole area, and the load's own checks speak.
+ */
+export async function loadSpan(
+  io: VdevIo, msStart: number, l: SpaceMapLayout, ubTxg: number, wholeAreaBytesMax = LOAD_WHOLE_AREA_BYTES_MAX,
+): Promise<{ start: number; bytes: number }> {
+  const whole = { start: msStart, bytes: l.reservedBytes };
+  if (l.reservedBytes <= wholeAreaBytesMax) return whole;
+  try {
+    const heads = await Promise.all([0, 1].map((slot) => io.read(msStart + slot * l.slotBytes, SECTOR_BYTES)));
+    const headers = heads.map((b) => (allZero(b) ? null : slotHeaderIntact(b) ? decodeSlotHeader(l, b, {}) : undefined));
+    if (headers.includes(undefined)) return whole;
+    const slot = pickSlot(headers as (SlotHeader | null)[], ubTxg, {});
+    return { start: msStart + slot * l.slotBytes, bytes: SECTOR_BYTES + l.mapBytes + Math.min(l.logBytes, LOG_READ_CHUNK_BYTES) };
+  } catch (e) {
+    if (hasCode(e, 'EIO') || hasCode(e, 'EPROTO')) return whole;
+    throw e;
+  }
 }
 
 /** Reads with an accept check; null when copies were read but none was accepted (ECKSUM). */

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { type ErrorCode, Prng, SimDisk, hasCode } from '../lib/index.js';
 import { type Range, RangeTree } from './range-tree.js';
 import { SpaceMap, type SpaceMapLoad, type SpaceMapOptions, TXG_DEFER } from './space-map.js';
@@ -107,8 +107,15 @@ function expectMatches(loaded: SpaceMapLoad, model: Model, ub: number, context: 
   expect(loaded.spaceMap.allocated.ranges(), context).toEqual(model.allocated());
 }
 
+/**
+ * A load reads a small reserved area whole, a large one only in the slot its headers name: every
+ * test runs both ways (loadWholeAreaBytesMax 0 makes these small maps load the second way).
+ */
+const LOAD_MODES: [string, SpaceMapOptions][] = [['whole', {}], ['newer slot only', { loadWholeAreaBytesMax: 0 }]];
+let loadMode: SpaceMapOptions = {};
+
 async function load(io: TestVdevIo, ub: number, options: SpaceMapOptions = SMALL_LOG): Promise<SpaceMapLoad> {
-  return SpaceMap.load(io, MS_START, MS_BYTES, txg(ub), options);
+  return SpaceMap.load(io, MS_START, MS_BYTES, txg(ub), { ...options, ...loadMode });
 }
 
 async function expectCode(p: Promise<unknown>, code: ErrorCode): Promise<Record<string, unknown>> {
@@ -123,12 +130,16 @@ async function expectCode(p: Promise<unknown>, code: ErrorCode): Promise<Record<
 
 const reservedSectors = spaceMapLayout(MS_BYTES, SMALL_LOG.logBytes).reservedBytes / SECTOR_BYTES;
 
-describe('SpaceMap', () => {
+describe.each(LOAD_MODES)('SpaceMap, reserved area read %s', (_, mode) => {
+  beforeAll(() => {
+    loadMode = mode;
+  });
+
   it('loads a freshly formatted map as empty', async () => {
     const { io } = makeIo(1);
     const sm = await SpaceMap.format(io, MS_START, MS_BYTES);
     await io.sync();
-    const loaded = await SpaceMap.load(io, MS_START, MS_BYTES, txg(0));
+    const loaded = await load(io, 0, {});
     expect(loaded.allocated.count).toBe(0);
     expect(loaded.deferred.size).toBe(0);
     expect(sm.reservedBytes).toBe(SpaceMap.reservedBytes(MS_BYTES));
@@ -307,7 +318,7 @@ describe('SpaceMap', () => {
       const l = spaceMapLayout(MS_BYTES);
       const logStart = MS_START + SECTOR_BYTES + l.mapBytes;
       disks[0]!.flipBit(logStart + SECTOR_BYTES + 130, 3); // inside txg 2's payload
-      const loading = SpaceMap.load(io, MS_START, MS_BYTES, txg(2));
+      const loading = load(io, 2, {});
       if (copies === 1) {
         const details = await expectCode(loading, 'ECKSUM');
         expect(details).toMatchObject({ metaslabStart: MS_START, txg: 2 });
@@ -328,7 +339,7 @@ describe('SpaceMap', () => {
     await io.sync();
     const l = spaceMapLayout(MS_BYTES);
     disks[0]!.flipBit(MS_START + SECTOR_BYTES + l.mapBytes + SECTOR_BYTES + 3, 0); // txg 2's magic
-    const loaded = await SpaceMap.load(io, MS_START, MS_BYTES, txg(1));
+    const loaded = await load(io, 1, {});
     expect(loaded.allocated.ranges()).toEqual([{ start: base, size: 4096 }]);
   });
 
@@ -339,7 +350,7 @@ describe('SpaceMap', () => {
       await sm.appendTxg(txg(1), [{ start: MS_START + SpaceMap.reservedBytes(MS_BYTES), size: 512 }], []);
       await io.sync();
       disks[0]!.flipBit(MS_START + 17, 2); // slot A's base txg
-      const loading = SpaceMap.load(io, MS_START, MS_BYTES, txg(1));
+      const loading = load(io, 1, {});
       if (copies === 1) expect(await expectCode(loading, 'EPROTO')).toMatchObject({ metaslabStart: MS_START, vdev: 0 });
       else expect((await loading).allocated.sumBytes()).toBe(512);
     }
@@ -354,9 +365,9 @@ describe('SpaceMap', () => {
     await io.sync();
     expect(sm.describe().activeSlot).toBe(1);
     disks[0]!.flipBit(MS_START + spaceMapLayout(MS_BYTES).slotBytes + 9, 1); // slot B's generation
-    await expectCode(SpaceMap.load(io, MS_START, MS_BYTES, txg(2)), 'EPROTO');
+    await expectCode(load(io, 2, {}), 'EPROTO');
     // Rewinding to before the condense is still possible: the old slot is whole.
-    expect((await SpaceMap.load(io, MS_START, MS_BYTES, txg(1))).allocated.sumBytes()).toBe(512);
+    expect((await load(io, 1, {})).allocated.sumBytes()).toBe(512);
   });
 
   it('gives ECKSUM for a corrupt bitmap on one disk and reads the good mirror copy', async () => {
@@ -366,13 +377,13 @@ describe('SpaceMap', () => {
       await sm.appendTxg(txg(1), [{ start: MS_START + SpaceMap.reservedBytes(MS_BYTES), size: 512 }], [], { condense: true });
       await io.sync();
       disks[0]!.flipBit(MS_START + spaceMapLayout(MS_BYTES).slotBytes + SECTOR_BYTES + 1, 0);
-      const loading = SpaceMap.load(io, MS_START, MS_BYTES, txg(1));
+      const loading = load(io, 1, {});
       if (copies === 1) expect(await expectCode(loading, 'ECKSUM')).toMatchObject({ metaslabStart: MS_START, slot: 1 });
       else expect((await loading).allocated.sumBytes()).toBe(512);
     }
   });
 
-  it('loads with one read of its reserved area when nothing is damaged', async () => {
+  it('loads with one read of its reserved area (after its two headers, when large) when nothing is damaged', async () => {
     const { io } = makeIo(70);
     const sm = await SpaceMap.format(io, MS_START, MS_BYTES, SMALL_LOG);
     const data = MS_START + SpaceMap.reservedBytes(MS_BYTES, SMALL_LOG);
@@ -382,7 +393,8 @@ describe('SpaceMap', () => {
     await io.sync();
     const before = io.stats.reads;
     const loaded = await load(io, 3);
-    expect(io.stats.reads - before).toBe(1);
+    // Read only the newer slot: its span, and both headers before it and the other one again after.
+    expect(io.stats.reads - before).toBe(mode.loadWholeAreaBytesMax === 0 ? 4 : 1);
     expect(loaded.allocated.ranges()).toEqual([{ start: data + 512, size: 512 }, { start: data + 4096, size: 512 }]);
   });
 
@@ -408,7 +420,7 @@ describe('SpaceMap', () => {
   it('gives EPROTO when loaded with a layout other than the one formatted', async () => {
     const { io } = makeIo(70);
     await SpaceMap.format(io, MS_START, MS_BYTES);
-    await expectCode(SpaceMap.load(io, MS_START, MS_BYTES, txg(0), SMALL_LOG), 'EPROTO');
+    await expectCode(load(io, 0, SMALL_LOG), 'EPROTO');
   });
 
   it('rewrites the log tail and erases the other slot once after a load, then writes only changes', async () => {
@@ -416,7 +428,7 @@ describe('SpaceMap', () => {
     const sm = await SpaceMap.format(io, MS_START, MS_BYTES);
     await sm.appendTxg(txg(3), [{ start: MS_START + SpaceMap.reservedBytes(MS_BYTES), size: 512 }], []);
     await io.sync();
-    const loaded = await SpaceMap.load(io, MS_START, MS_BYTES, txg(3));
+    const loaded = await load(io, 3, {});
     expect(loaded.spaceMap.needsWrite).toBe(true);
     const writes = io.stats.writes;
     await loaded.spaceMap.appendTxg(txg(4), [], []);
@@ -437,12 +449,12 @@ describe('SpaceMap', () => {
     await sm.appendTxg(txg(2), [{ start: base + 4096, size: 512 }], [], { condense: true });
     lost.remove();
     await io.sync(); // child 1 holds the condensed slot of txg 2, whose uberblock never lands
-    const loaded = await SpaceMap.load(io, MS_START, MS_BYTES, txg(1));
+    const loaded = await load(io, 1, {});
     expect(loaded.allocated.sumBytes()).toBe(512);
     await loaded.spaceMap.appendTxg(txg(2), [], []); // the new txg 2 did not touch this metaslab
     await io.sync();
     disks[0]!.injectFault({ op: 'read', effect: { kind: 'eio' } });
-    const later = await SpaceMap.load(io, MS_START, MS_BYTES, txg(2));
+    const later = await load(io, 2, {});
     expect(later.allocated.ranges()).toEqual([{ start: base, size: 512 }]);
   });
 
@@ -457,7 +469,7 @@ describe('SpaceMap', () => {
     await sm.appendTxg(txg(2), [{ start: base + 4096, size: 512 }], [], { condense: true });
     lost.remove();
     await io.sync();
-    const loaded = await SpaceMap.load(io, MS_START, MS_BYTES, txg(2));
+    const loaded = await load(io, 2, {});
     expect(loaded.allocated.ranges()).toEqual([{ start: base, size: 512 }, { start: base + 4096, size: 512 }]);
     expect(loaded.spaceMap.describe()).toMatchObject({ activeSlot: 1, generation: 2 });
     expect(io.stats.heals).toBeGreaterThan(0);

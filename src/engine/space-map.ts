@@ -26,7 +26,7 @@
 // - Frees younger than TXG_DEFER txgs are remembered (recentFrees) and survive a condense in the
 //   map's two "freed" states, so load can hand them back as deferred, not yet allocatable.
 
-import { assert, bytesEqual, fletcher4, mpError } from '../lib/index.js';
+import { type SpareBuffers, assert, bytesEqual, fletcher4, mpError } from '../lib/index.js';
 import type { Txg, VdevIo } from './types.js';
 import { type Range, RangeTree } from './range-tree.js';
 import {
@@ -34,13 +34,15 @@ import {
   applyChanges, decodeRecordHeader, decodeRecordPayload, encodeRecord, encodeSlotHeader, recordBodyIntact,
   recordHeaderIntact, setMapRun, spaceMapLayout,
 } from './space-map-format.js';
-import { LogReader, allZero, findNewerSlot, loadReads, pickSlot, readAccepted, readMap, readSlotHeader } from './space-map-load.js';
+import { LogReader, allZero, findNewerSlot, loadReads, loadSpan, pickSlot, readAccepted, readMap, readSlotHeader } from './space-map-load.js';
 
 export { TXG_DEFER };
 
 export interface SpaceMapOptions {
   /** Log area per slot (a sector multiple >= 2 sectors); tests shrink it to force condensing. */
   readonly logBytes?: number;
+  /** Reserved areas up to this size load with one read of all of it (LOAD_WHOLE_AREA_BYTES_MAX; tests lower it). */
+  readonly loadWholeAreaBytesMax?: number;
 }
 
 export interface SpaceMapLoad {
@@ -100,13 +102,24 @@ export class SpaceMap {
   /**
    * Reads the space map as of uberblock txg `ubTxg`. EPROTO when no slot is usable or the bytes
    * break the format, ECKSUM when a committed part fails its checksum on every copy, EIO when it
-   * cannot be read; details name the metaslab.
+   * cannot be read; details name the metaslab. `buffers` lends the buffer the reserved area is
+   * read into, given back when the load ends (the loads of one import take turns with a few).
    */
-  static async load(io: VdevIo, msStart: number, msBytes: number, ubTxg: Txg, options: SpaceMapOptions = {}): Promise<SpaceMapLoad> {
+  static async load(io: VdevIo, msStart: number, msBytes: number, ubTxg: Txg, options: SpaceMapOptions = {}, buffers?: SpareBuffers): Promise<SpaceMapLoad> {
     const l = spaceMapLayout(msBytes, options.logBytes);
     checkPlacement(io, msStart, l);
+    const span = await loadSpan(io, msStart, l, ubTxg, options.loadWholeAreaBytesMax);
+    const area = buffers?.take(span.bytes);
+    try {
+      return await SpaceMap.loadFrom(await loadReads(io, span.start, span.bytes, area), io, msStart, l, ubTxg);
+    } finally {
+      // Nothing the load returns refers to the area: every range and header is a copy.
+      if (area !== undefined) buffers?.give(area);
+    }
+  }
+
+  private static async loadFrom(reads: VdevIo, io: VdevIo, msStart: number, l: SpaceMapLayout, ubTxg: Txg): Promise<SpaceMapLoad> {
     const where = { vdev: io.index, metaslabStart: msStart, ubTxg };
-    const reads = await loadReads(io, msStart, l.reservedBytes);
     const headers = [await readSlotHeader(reads, msStart, l, 0, where), await readSlotHeader(reads, msStart, l, 1, where)];
     let active = pickSlot(headers, ubTxg, where);
     // A handoff at txg <= ubTxg names a newer slot the first copy did not show: look for it on every copy.
