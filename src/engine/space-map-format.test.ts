@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type ErrorCode, fromHex, hasCode, toHex } from '../lib/index.js';
+import { type ErrorCode, fletcher4, fromHex, hasCode, toHex } from '../lib/index.js';
 import type { Range } from './range-tree.js';
 import {
   RECORD_HEADER_BYTES, SECTOR_BYTES, decodeRecordHeader, decodeRecordPayload, decodeSlotHeader, encodeRecord,
@@ -97,6 +97,17 @@ describe('space map format', () => {
     r[4] = 9;
     expectCode(() => decodeRecordHeader(r, where), 'EPROTO');
     expect(RECORD_HEADER_BYTES).toBe(128);
+  });
+
+  it('gives a zero map checksum to an all-free map only (a header alone names a free map)', () => {
+    expect(fletcher4(new Uint8Array(L.mapBytes))).toEqual(new Uint8Array(32));
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.nat(L.sectors - 1), fc.integer({ min: 1, max: 3 })), { minLength: 1, maxLength: 4 }), (paints) => {
+        const map = new Uint8Array(L.mapBytes);
+        for (const [first, v] of paints) setMapRun(map, first, 1, v);
+        expect(fletcher4(map).some((b) => b !== 0)).toBe(true);
+      }),
+    );
   });
 
   it('paints and reads back map runs like a naive array of states', () => {

@@ -45,6 +45,18 @@ export async function loadReads(io: VdevIo, start: number, bytes: number, into?:
   };
 }
 
+/**
+ * Whether the slot's map is all free, known from its header alone: the first sum of fletcher-4
+ * over the map's 32-bit words cannot wrap (fewer than 2^32 words of less than 2^32 each), so it
+ * is zero only when every word is, and the whole checksum of a zero map is zero.
+ */
+export function mapIsFree(h: SlotHeader): boolean {
+  return allZero(h.mapChecksum);
+}
+
+/** The fletcher-4 of an all-zero map of any size: what a header names a free map by. */
+export const FREE_MAP_CHECKSUM: Uint8Array = new Uint8Array(32);
+
 /** Reserved areas up to this size are read whole by a load; a larger one only in its newer slot. */
 export const LOAD_WHOLE_AREA_BYTES_MAX = 256 * 1024;
 
@@ -64,7 +76,10 @@ export async function loadSpan(
     const headers = heads.map((b) => (allZero(b) ? null : slotHeaderIntact(b) ? decodeSlotHeader(l, b, {}) : undefined));
     if (headers.includes(undefined)) return whole;
     const slot = pickSlot(headers as (SlotHeader | null)[], ubTxg, {});
-    return { start: msStart + slot * l.slotBytes, bytes: SECTOR_BYTES + l.mapBytes + Math.min(l.logBytes, LOG_READ_CHUNK_BYTES) };
+    const log = Math.min(l.logBytes, LOG_READ_CHUNK_BYTES);
+    const header = headers[slot];
+    if (header !== null && header !== undefined && mapIsFree(header)) return { start: msStart + slot * l.slotBytes + SECTOR_BYTES + l.mapBytes, bytes: log };
+    return { start: msStart + slot * l.slotBytes, bytes: SECTOR_BYTES + l.mapBytes + log };
   } catch (e) {
     if (hasCode(e, 'EIO') || hasCode(e, 'EPROTO')) return whole;
     throw e;
@@ -143,6 +158,7 @@ export function pickSlot(headers: readonly ({ baseTxg: number; generation: numbe
 }
 
 export async function readMap(io: VdevIo, msStart: number, l: SpaceMapLayout, slot: number, h: SlotHeader, where: Record<string, unknown>): Promise<SpaceMapState> {
+  if (mapIsFree(h)) return { allocated: new RangeTree(SECTOR_BYTES), recentFrees: new Map() };
   const offset = msStart + slot * l.slotBytes + SECTOR_BYTES;
   const intact = (b: Uint8Array): boolean => bytesEqual(fletcher4(b), h.mapChecksum);
   let map: Uint8Array | null = await readPlain(io, offset, l.mapBytes, where);

@@ -145,6 +145,28 @@ describe.each(LOAD_MODES)('SpaceMap, reserved area read %s', (_, mode) => {
     expect(sm.reservedBytes).toBe(SpaceMap.reservedBytes(MS_BYTES));
   });
 
+  it('leaves a free map unwritten and unread: what the disk held there before does not matter', async () => {
+    const { io, disks } = makeIo(2, 2);
+    const l = spaceMapLayout(MS_BYTES, SMALL_LOG.logBytes);
+    const garbage = new Uint8Array(l.reservedBytes);
+    new Prng(9).fill(garbage);
+    await io.write(MS_START, garbage);
+    const sm = await SpaceMap.format(io, MS_START, MS_BYTES, SMALL_LOG);
+    const data = MS_START + l.reservedBytes;
+    await sm.appendTxg(txg(1), [{ start: data, size: 1024 }], []);
+    await io.sync();
+    const mapA = MS_START + SECTOR_BYTES;
+    await expect(disks[0]!.read(mapA, l.mapBytes)).resolves.toEqual(garbage.subarray(SECTOR_BYTES, SECTOR_BYTES + l.mapBytes));
+    expect((await load(io, 1)).allocated.ranges()).toEqual([{ start: data, size: 1024 }]);
+    // Once condensed with something allocated, the map is written and checked like any other.
+    const again = (await load(io, 1)).spaceMap;
+    await again.appendTxg(txg(2), [{ start: data + 4096, size: 512 }], [], { condense: true });
+    await io.sync();
+    expect((await load(io, 2)).allocated.ranges()).toEqual([{ start: data, size: 1024 }, { start: data + 4096, size: 512 }]);
+    for (const d of disks) d.flipBit(MS_START + l.slotBytes + SECTOR_BYTES, 0);
+    await expectCode(load(io, 2), 'ECKSUM');
+  });
+
   it('matches a naive bitmap for any sequence of txgs, loads and condenses (fast-check)', async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(txgArb, { minLength: 1, maxLength: 30 }), async (txgs) => {

@@ -34,7 +34,7 @@ import {
   applyChanges, decodeRecordHeader, decodeRecordPayload, encodeRecord, encodeSlotHeader, recordBodyIntact,
   recordHeaderIntact, setMapRun, spaceMapLayout,
 } from './space-map-format.js';
-import { LogReader, allZero, findNewerSlot, loadReads, loadSpan, pickSlot, readAccepted, readMap, readSlotHeader } from './space-map-load.js';
+import { FREE_MAP_CHECKSUM, LogReader, allZero, findNewerSlot, loadReads, loadSpan, pickSlot, readAccepted, readMap, readSlotHeader } from './space-map-load.js';
 
 export { TXG_DEFER };
 
@@ -86,14 +86,16 @@ export class SpaceMap {
     return spaceMapLayout(msBytes, options.logBytes).reservedBytes;
   }
 
-  /** Writes an empty space map (slot A, generation 1, base txg 0; slot B erased). Volatile until the pool syncs. */
+  /**
+   * Writes an empty space map (slot A, generation 1, base txg 0; slot B erased). Volatile until the
+   * pool syncs. Its map is not written: a header whose map checksum is zero names an all-free map,
+   * which a load never reads (mapIsFree), so only the header and the log's terminator go to disk.
+   */
   static async format(io: VdevIo, msStart: number, msBytes: number, options: SpaceMapOptions = {}): Promise<SpaceMap> {
     const l = spaceMapLayout(msBytes, options.logBytes);
     checkPlacement(io, msStart, l);
-    const map = new Uint8Array(l.mapBytes);
-    const slotA = new Uint8Array(SECTOR_BYTES + l.mapBytes + SECTOR_BYTES);
-    slotA.set(encodeSlotHeader(l, { generation: 1, baseTxg: 0, mapChecksum: fletcher4(map) }), 0);
-    await io.write(msStart, slotA);
+    await io.write(msStart, encodeSlotHeader(l, { generation: 1, baseTxg: 0, mapChecksum: FREE_MAP_CHECKSUM }));
+    await io.write(msStart + SECTOR_BYTES + l.mapBytes, new Uint8Array(SECTOR_BYTES));
     await io.write(msStart + l.slotBytes, new Uint8Array(SECTOR_BYTES));
     const state = { allocated: new RangeTree(SECTOR_BYTES), recentFrees: new Map<number, RangeTree>() };
     return new SpaceMap(io, msStart, l, state, { active: 0, generation: 1, baseTxg: 0 });
