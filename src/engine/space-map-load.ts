@@ -16,28 +16,31 @@ import {
 export const LOG_READ_CHUNK_BYTES = 64 * 1024;
 
 /**
- * The reads of one load, served from a copy of the area [start, start+bytes) (both slots: headers,
- * maps and logs) taken with one read of the first copy: a load is otherwise five or more small
- * reads, each waiting for the one before (192 metaslabs of a 3 GiB vdev took about half of an
- * import). Reads with an accept check (other copies wanted) and reads outside the area go to
- * `io`. When the area cannot be read in one piece (EIO), every read goes to `io`, so the error a
- * load reports names the part that failed. The bytes returned are views of the copy: read only,
- * and gone once the load ends when the copy is read into `into` (a buffer loads take turns with).
+ * The reads of one load, served from a copy of the span (all of the reserved area, or of the
+ * newer slot; see loadSpan) taken with one read of the first copy, and from the headers the span
+ * was chosen by: a load is otherwise five or more small reads, each waiting for the one before
+ * (192 metaslabs of a 3 GiB vdev took about half of an import). Reads with an accept check (other
+ * copies wanted) and reads outside what was read go to `io`. When the span cannot be read in one
+ * piece (EIO), every read goes to `io`, so the error a load reports names the part that failed.
+ * The bytes returned are views of the copies: read only, and gone once the load ends when the
+ * span is read into `into` (a buffer loads take turns with).
  */
-export async function loadReads(io: VdevIo, start: number, bytes: number, into?: Uint8Array): Promise<VdevIo> {
+export async function loadReads(io: VdevIo, span: LoadSpan, into?: Uint8Array): Promise<VdevIo> {
   let area: Uint8Array;
   try {
-    area = await io.read(start, bytes, undefined, into);
+    area = await io.read(span.start, span.bytes, undefined, into);
   } catch (e) {
     if (!hasCode(e, 'EIO')) throw e;
     return io;
   }
+  const pieces = [{ start: span.start, bytes: area }, ...span.known];
   return {
     index: io.index,
     asizeBytes: io.asizeBytes,
     read: (offset, length, accept, into) => {
-      if (accept !== undefined || into !== undefined || offset < start || offset + length > start + bytes) return io.read(offset, length, accept, into);
-      return Promise.resolve(area.subarray(offset - start, offset - start + length));
+      const piece = pieces.find((p) => offset >= p.start && offset + length <= p.start + p.bytes.length);
+      if (accept !== undefined || into !== undefined || piece === undefined) return io.read(offset, length, accept, into);
+      return Promise.resolve(piece.bytes.subarray(offset - piece.start, offset - piece.start + length));
     },
     write: () => {
       throw new Error('space map load: the reads of a load do not write');
@@ -57,6 +60,16 @@ export function mapIsFree(h: SlotHeader): boolean {
 /** The fletcher-4 of an all-zero map of any size: what a header names a free map by. */
 export const FREE_MAP_CHECKSUM: Uint8Array = new Uint8Array(32);
 
+/**
+ * What a load reads at once, [start, start + bytes), and what it has read already: the first
+ * copy's two slot headers, when it chose the span by them.
+ */
+export interface LoadSpan {
+  readonly start: number;
+  readonly bytes: number;
+  readonly known: readonly { readonly start: number; readonly bytes: Uint8Array }[];
+}
+
 /** Reserved areas up to this size are read whole by a load; a larger one only in its newer slot. */
 export const LOAD_WHOLE_AREA_BYTES_MAX = 256 * 1024;
 
@@ -68,18 +81,21 @@ export const LOAD_WHOLE_AREA_BYTES_MAX = 256 * 1024;
  */
 export async function loadSpan(
   io: VdevIo, msStart: number, l: SpaceMapLayout, ubTxg: number, wholeAreaBytesMax = LOAD_WHOLE_AREA_BYTES_MAX,
-): Promise<{ start: number; bytes: number }> {
-  const whole = { start: msStart, bytes: l.reservedBytes };
+): Promise<LoadSpan> {
+  const whole = { start: msStart, bytes: l.reservedBytes, known: [] };
   if (l.reservedBytes <= wholeAreaBytesMax) return whole;
   try {
     const heads = await Promise.all([0, 1].map((slot) => io.read(msStart + slot * l.slotBytes, SECTOR_BYTES)));
     const headers = heads.map((b) => (allZero(b) ? null : slotHeaderIntact(b) ? decodeSlotHeader(l, b, {}) : undefined));
     if (headers.includes(undefined)) return whole;
     const slot = pickSlot(headers as (SlotHeader | null)[], ubTxg, {});
+    const known = heads.map((bytes, i) => ({ start: msStart + i * l.slotBytes, bytes }));
     const log = Math.min(l.logBytes, LOG_READ_CHUNK_BYTES);
     const header = headers[slot];
-    if (header !== null && header !== undefined && mapIsFree(header)) return { start: msStart + slot * l.slotBytes + SECTOR_BYTES + l.mapBytes, bytes: log };
-    return { start: msStart + slot * l.slotBytes, bytes: SECTOR_BYTES + l.mapBytes + log };
+    const slotStart = msStart + slot * l.slotBytes;
+    // An all-free map is never read: only the start of the log.
+    if (header !== null && header !== undefined && mapIsFree(header)) return { start: slotStart + SECTOR_BYTES + l.mapBytes, bytes: log, known };
+    return { start: slotStart, bytes: SECTOR_BYTES + l.mapBytes + log, known };
   } catch (e) {
     if (hasCode(e, 'EIO') || hasCode(e, 'EPROTO')) return whole;
     throw e;

@@ -113,7 +113,7 @@ export class SpaceMap {
     const span = await loadSpan(io, msStart, l, ubTxg, options.loadWholeAreaBytesMax);
     const area = buffers?.take(span.bytes);
     try {
-      return await SpaceMap.loadFrom(await loadReads(io, span.start, span.bytes, area), io, msStart, l, ubTxg);
+      return await SpaceMap.loadFrom(await loadReads(io, span, area), io, msStart, l, ubTxg);
     } finally {
       // Nothing the load returns refers to the area: every range and header is a copy.
       if (area !== undefined) buffers?.give(area);
