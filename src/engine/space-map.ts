@@ -25,6 +25,9 @@
 //   handoff record (or terminator) at p.
 // - Frees younger than TXG_DEFER txgs are remembered (recentFrees) and survive a condense in the
 //   map's two "freed" states, so load can hand them back as deferred, not yet allocatable.
+// - A slot header whose map checksum is zero names an all-free map (mapIsFree): such a map is
+//   neither written by format nor read by load, so a big vdev's untouched metaslabs cost a header
+//   and the start of a log each.
 
 import { type SpareBuffers, assert, bytesEqual, fletcher4, mpError } from '../lib/index.js';
 import type { Txg, VdevIo } from './types.js';
