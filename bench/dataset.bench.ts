@@ -29,7 +29,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FileDisk, Prng, SystemClock, SystemRandom } from '../src/lib/index.js';
-import { Pool, type PoolTuning, keyed } from '../src/engine/index.js';
+import { Pool, type PoolEnv, type PoolTuning, keyed } from '../src/engine/index.js';
 import { type Figure, figure, fullGc, GiB, median, MiB } from './harness.js';
 
 const SUITE = 'dataset';
@@ -59,6 +59,11 @@ interface Dataset {
 
 function log(line: string): void {
   process.stderr.write(`  dataset: ${line}\n`);
+}
+
+/** What the bench's pools run with: the system's clock and randomness, and TUNING. */
+function env(): PoolEnv {
+  return { clock: new SystemClock(), random: new SystemRandom(), tuning: TUNING };
 }
 
 /** One call's wall time and the process's CPU time (user + system, every thread) meanwhile. */
@@ -214,7 +219,7 @@ async function importMs(path: string): Promise<number> {
   for (let i = 0; i < IMPORTS; i++) {
     const start = performance.now();
     const disk = await FileDisk.open(path);
-    const pool = await Pool.import([{ disk, path }], { clock: new SystemClock(), random: new SystemRandom(), tuning: TUNING });
+    const pool = await Pool.import([{ disk, path }], env());
     times.push(performance.now() - start);
     await pool.export();
   }
@@ -229,10 +234,10 @@ async function importMs(path: string): Promise<number> {
 async function importWithDatasets(dir: string): Promise<Figure> {
   const path = join(dir, 'many.img');
   const disk = await FileDisk.open(path, { createBytes: GiB });
-  let pool = await Pool.create('many', [[{ disk, path }]], { clock: new SystemClock(), random: new SystemRandom(), tuning: TUNING });
+  let pool = await Pool.create('many', [[{ disk, path }]], env());
   await pool.export();
   const noneMs = await importMs(path);
-  pool = await Pool.import([{ disk: await FileDisk.open(path), path }], { clock: new SystemClock(), random: new SystemRandom(), tuning: TUNING });
+  pool = await Pool.import([{ disk: await FileDisk.open(path), path }], env());
   const before = pool.status().allocatedBytes;
   await Promise.all(Array.from({ length: MANY_DATASETS }, (_, i) => pool.dsl.create(`many/d${i}`)));
   // Frees wait TXG_DEFER txgs before they stop counting as allocated.
@@ -253,7 +258,7 @@ export async function run(): Promise<Figure[]> {
     const many = await importWithDatasets(dir);
     const path = join(dir, 'pool.img');
     const disk = await FileDisk.open(path, { createBytes: POOL_FILE_BYTES });
-    const pool = await Pool.create('bench', [[{ disk, path }]], { clock: new SystemClock(), random: new SystemRandom(), tuning: TUNING });
+    const pool = await Pool.create('bench', [[{ disk, path }]], env());
     try {
       const noise = new Uint8Array(VALUE_BYTES);
       new Prng(SEED).fill(noise);
