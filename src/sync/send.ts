@@ -23,10 +23,15 @@ const SEND_RUN_BYTES_MAX = 1024 * 1024;
 /** What an estimate's WRITE records carry instead of data (a block is at most 1 MiB). */
 const ZEROS = new Uint8Array(1024 * 1024);
 /**
- * Bytes of spare run buffers a send keeps (with `reuse`): what SEND_READS_IN_FLIGHT records of
- * the largest block size hold, and one more run.
+ * Bytes of spare run buffers kept (with `reuse`): what SEND_READS_IN_FLIGHT records of the
+ * largest block size hold, and one more run.
  */
 const SEND_SPARE_BYTES_MAX = (SEND_READS_IN_FLIGHT + 1) * 1024 * 1024;
+/**
+ * The spare run buffers of every send of this process (with `reuse`): a node that sends often
+ * reads each send into buffers touched before, not into fresh memory (spare-buffers.ts).
+ */
+const sendBuffers = new SpareBuffers(SEND_SPARE_BYTES_MAX);
 
 export interface SendOptions {
   /** `pool/ds@snap` or `pool/ds#bookmark`: an incremental stream from this point. */
@@ -119,7 +124,7 @@ export async function* changeRecords(pool: Pool, plan: SendPlan, options: Change
     await released;
   });
   try {
-    const buffers = options.reuse === true ? new SpareBuffers(SEND_SPARE_BYTES_MAX) : null;
+    const buffers = options.reuse === true ? sendBuffers : null;
     yield* walk(pool, plan, await Promise.race([root, view.then(() => Promise.reject(new Error('snapshot view ended early')))]), readData, buffers);
   } finally {
     release();
@@ -224,7 +229,8 @@ interface RunLease {
  * The WRITE records of `run` (whole blocks of one object, consecutive ids), one promise each:
  * one disk read when the blocks lie back to back, else a read per block. Their data are views
  * into the buffer read. Without `buffers` the records own it; with them it is taken from
- * `buffers`, each record made from it is entered in `leases`, and it goes back once every one of
+ * `buffers` (a run of one block too: an incremental send of scattered changes is mostly such
+ * runs), each record made from it is entered in `leases`, and it goes back once every one of
  * them was released (a run that could not be read at once gives it back at once).
  */
 function readRun(
@@ -233,8 +239,8 @@ function readRun(
   const first = run[0];
   assert(first !== undefined);
   const ctx = { what: 'send', object: first.object, offset: first.blockId * object.blockBytes };
-  const into = run.length > 1 && buffers !== null ? buffers.take(run.length * object.blockBytes) : undefined;
-  const bytes = run.length === 1 ? Promise.resolve(null) : pool.store.readRun(run.map((e) => e.bp), ctx, into);
+  const into = buffers !== null ? buffers.take(run.length * object.blockBytes) : undefined;
+  const bytes = run.length === 1 && into === undefined ? Promise.resolve(null) : pool.store.readRun(run.map((e) => e.bp), ctx, into);
   let holders = run.length;
   const lease: RunLease = {
     release: () => {

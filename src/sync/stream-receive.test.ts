@@ -2,7 +2,7 @@
 // streams — every one refused with a coded error and the target exactly as it was.
 import { describe, expect, it } from 'vitest';
 import { MirrorpoolError, Prng, bytesEqual, concatBytes } from '../lib/index.js';
-import type { Pool } from '../engine/index.js';
+import { type Pool, keyed } from '../engine/index.js';
 import { chunks, collect, content, pattern, poolState, put, simPool, SYNC_TEST_TUNING } from './pool-test-support.js';
 import { estimateSend, packageSnapshots, receiveStream, sendPackage, sendPlan, sendStream, sendStreamParts } from './stream.js';
 import { FRAME_PREFIX_BYTES } from './stream-encoder.js';
@@ -107,6 +107,42 @@ describe('streams as bytes', () => {
     const dst = await simPool('dst', 51);
     await receiveStream(dst, 'dst/d', chunks(bytes, 52));
     expect(await content(dst, 'dst/d')).toBe(await content(src, 'src/d@1'));
+  });
+
+  it('reads the scattered single blocks of an incremental send into reused buffers as well', async () => {
+    // Every other 128 KiB record of 24 keys changed: 96 blocks, none next to another of its
+    // object, so each is a run of one. They share the few buffers a send keeps reading ahead
+    // (each new buffer is fresh memory, which costs more than the read); the consumer scribbles
+    // over each frame's parts once it has copied them, as above.
+    const src = await simPool('src', 53, SYNC_TEST_TUNING, 1);
+    await src.dsl.create('src/d');
+    for (let i = 0; i < 24; i++) await put(src, 'src/d', `k${i}`, pattern(53 + i, 1024 * 1024));
+    await src.dsl.snapshot('src/d@1');
+    for (let i = 0; i < 24; i++) {
+      for (let piece = 0; piece < 8; piece += 2) {
+        await src.dsl.withView('src/d', 'write', (v) => keyed.writeKey(v, () => src.assign(), `k${i}`, piece * 128 * 1024, pattern(100 * i + piece, 128 * 1024)));
+      }
+    }
+    await src.dsl.snapshot('src/d@2');
+    const frames: Uint8Array[] = [];
+    const buffers = new Set<ArrayBufferLike>();
+    let writes = 0;
+    for await (const parts of sendStreamParts(src, await sendPlan(src, 'src/d@2', { from: 'src/d@1' }))) {
+      frames.push(concatBytes(parts));
+      if (parts.length === 3) {
+        writes++;
+        buffers.add((parts[1] as Uint8Array).buffer);
+      }
+      for (const p of parts) p.fill(0xa5);
+    }
+    expect(writes).toBe(96);
+    expect(buffers.size).toBeLessThan(writes / 2);
+    const bytes = concatBytes(frames);
+    expect(bytesEqual(bytes, await streamOf(src, 'src/d@2', 'src/d@1'))).toBe(true);
+    const dst = await simPool('dst', 54);
+    await receiveStream(dst, 'dst/d', chunks(await streamOf(src, 'src/d@1'), 55));
+    await receiveStream(dst, 'dst/d', chunks(bytes, 56));
+    expect(await content(dst, 'dst/d')).toBe(await content(src, 'src/d@2'));
   });
 
   it('estimates the exact size of full and incremental streams', async () => {
