@@ -15,7 +15,7 @@
 //     equivalent file tree (1024 files of 1 MiB, the same 128 KiB pieces changed) onto a copy of
 //     the base tree: time ratio, target <= 0.2x;
 //   - the same change replicated between two running nodes (`send --to`, asked of the sending
-//     node by a client that is already connected; the median of 5 pushes after a dozen that let V8
+//     node by a client that is already connected; the median of 9 pushes after 20 that let V8
 //     finish compiling, see replicateBetweenNodes), against the same rsync; and, informational,
 //     against `rsync -a --fsync` onto another copy of the base (a receive is durable when it
 //     returns, rsync -a is not).
@@ -44,8 +44,8 @@ const SEED = 20_261_201;
 /** Timed rounds of `send | recv` and of the file copy, alternating (medians count). */
 const PIPE_ROUNDS = 3;
 /** Pushes between nodes before the timed ones, and the timed ones (the median counts). */
-const WARM_PUSHES = 10;
-const TIMED_PUSHES = 5;
+const WARM_PUSHES = 20;
+const TIMED_PUSHES = 9;
 /** Timed `send -i | recv` runs of the 1 % change, `dst` rolled back between them (the median counts). */
 const REPLICATE_ROUNDS = 3;
 /** Timed runs of the full send and of each incremental one (medians count). */
@@ -149,8 +149,9 @@ function startNode(home: string): Promise<{ url: string; stop: () => Promise<voi
  * connected to the first node beforehand. `dst` is rolled back to base and the base -> p0 change
  * goes first, untimed. The first p0 -> p1 push after the nodes start is reported (`firstMs`), but
  * nodes that run all the time have run these paths many times: V8 is still compiling them for
- * the first dozen pushes (which fall from about 700 ms to about 150 ms), so the figure is the
- * median of TIMED_PUSHES pushes after WARM_PUSHES more, `dst` rolled back to p0 before each.
+ * the first dozen pushes (which fall from about 600 ms to about 130 ms) and they settle only
+ * after about 20 (near 100 ms), so the figure is the median of TIMED_PUSHES pushes after
+ * WARM_PUSHES more, `dst` rolled back to p0 before each.
  */
 async function replicateBetweenNodes(dir: string, srcPath: string, dstPath: string): Promise<{ firstMs: number; ms: number; runs: number[] }> {
   const homeA = join(dir, 'node-a');
