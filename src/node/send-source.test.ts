@@ -1,6 +1,6 @@
 // SendSource.chunks(): the stream's bytes staged in one reused buffer for consumers that copy each
 // chunk before asking for the next (an RPC stream). The chunks, copied as they come, make exactly
-// the stream that frames() yields; a part too large for the buffer comes alone, as it is.
+// the stream that frames() yields; BEGIN, and a part too large for the buffer, come alone.
 import { describe, expect, it } from 'vitest';
 import { Prng, SimClock, SimDisk, bytesEqual, concatBytes } from '../lib/index.js';
 import { Pool, keyed } from '../engine/index.js';
@@ -37,6 +37,8 @@ describe('SendSource', () => {
       const frames: Uint8Array[] = [];
       for await (const frame of source.frames()) frames.push(frame);
       expect(bytesEqual(concatBytes(copies), concatBytes(frames)), to).toBe(true);
+      // BEGIN comes alone, so that the receiver checks its target while the first blocks are read.
+      expect(bytesEqual(copies[0] ?? new Uint8Array(0), frames[0] ?? new Uint8Array(1)), to).toBe(true);
       if (to === 'src/small@s') {
         // About 2 MiB of 16 KiB frames: several chunks, all of the one staging buffer.
         expect(copies.length, to).toBeGreaterThan(4);

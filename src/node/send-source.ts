@@ -28,9 +28,9 @@ export interface SendSource {
   frameParts(): AsyncGenerator<readonly Uint8Array[], void, undefined>;
   /**
    * The same bytes as chunks of one reused buffer, filled with the frames' parts back to back (a
-   * part of STAGE_BYTES or more comes alone, as it is): for a consumer that is done with each
-   * chunk before it asks for the next (an RPC stream copies it), which then takes no fresh memory
-   * per frame.
+   * part of STAGE_BYTES or more comes alone, as it is; so does the first frame, BEGIN): for a
+   * consumer that is done with each chunk before it asks for the next (an RPC stream copies it),
+   * which then takes no fresh memory per frame.
    */
   chunks(): AsyncGenerator<Uint8Array, void, undefined>;
   estimate(): Promise<number>;
@@ -67,6 +67,7 @@ export async function sendSource(pool: Pool, request: SendRequest): Promise<Send
     async *chunks() {
       const stage = new Uint8Array(STAGE_BYTES);
       let fill = 0;
+      let first = true;
       for await (const parts of frameParts()) {
         for (const part of parts) {
           if (fill > 0 && fill + part.length > STAGE_BYTES) {
@@ -79,6 +80,12 @@ export async function sendSource(pool: Pool, request: SendRequest): Promise<Send
           }
           stage.set(part, fill);
           fill += part.length;
+        }
+        // BEGIN goes alone: the receiver checks its target while the first blocks are read.
+        if (first) {
+          first = false;
+          yield stage.subarray(0, fill);
+          fill = 0;
         }
       }
       if (fill > 0) yield stage.subarray(0, fill);

@@ -62,15 +62,20 @@ function parsePrivateKey(pem: string): KeyObject {
   return key;
 }
 
+/** Keys objects checkNodeKeys accepted (read-only): a node checks its own keys once, not per connection. */
+const checkedKeys = new WeakSet<NodeKeys>();
+
 /** Returns `keys` when private key, public key and id belong together; EINVAL otherwise. */
 export function checkNodeKeys(keys: NodeKeys): NodeKeys {
   if (typeof keys !== 'object' || keys === null || typeof keys.privateKey !== 'string') {
     throw mpError('EINVAL', 'node keys must have id, publicKey and privateKey strings');
   }
+  if (checkedKeys.has(keys)) return keys;
   const id = nodeIdOf(keys.publicKey);
   if (keys.id !== id) throw mpError('EINVAL', `node id ${String(keys.id)} does not match its public key (${id})`, { id: keys.id });
   const derived = publicKeyOfPrivate(parsePrivateKey(keys.privateKey));
   if (derived !== keys.publicKey) throw mpError('EINVAL', `private key of node ${id} does not match its public key`, { id });
+  checkedKeys.add(keys);
   return keys;
 }
 
