@@ -4,10 +4,11 @@ import type { Pool } from './pool.js';
 import { createSimPool, pattern, putKey, simMachine } from './test-support.js';
 import * as keyed from './keyed.js';
 
-async function events(pool: Pool, snap: string, fromTxg: number): Promise<ChangeEvent[]> {
+async function events(pool: Pool, snap: string, fromTxg: number, fromSnap?: string): Promise<ChangeEvent[]> {
+  const from = fromSnap === undefined ? undefined : await pool.dsl.withView(fromSnap, 'read', (v) => Promise.resolve(v.os.rootPointer()));
   return pool.dsl.withView(snap, 'read', async (v) => {
     const out: ChangeEvent[] = [];
-    for await (const e of changesSince(pool.store, v.os.rootPointer(), fromTxg)) out.push(e);
+    for await (const e of changesSince(pool.store, v.os.rootPointer(), fromTxg, from === undefined ? {} : { from })) out.push(e);
     return out;
   });
 }
@@ -68,6 +69,39 @@ describe('changes since a txg', () => {
     // The neighbours share k1's dnode block, so they are sent again, without any of their blocks.
     expect(of(objectOf(0)).map((e) => e.kind)).toEqual(['object']);
     expect(of(objectOf(2)).map((e) => e.kind)).toEqual(['object']);
+    await pool.export();
+  });
+
+  it('with the from object set, leaves out the objects of a changed dnode block that did not change', async () => {
+    const m = simMachine(23);
+    const pool = await createSimPool(m);
+    await pool.dsl.create('tank/a', new Map([['recordsize', '4K']]));
+    for (let i = 0; i < 8; i++) await putKey(pool, 'tank/a', `k${i}`, pattern(i, 20_000));
+    await pool.dsl.snapshot('tank/a@1');
+    const objects = await pool.dsl.withView('tank/a', 'read', async (v) => new Map((await keyed.listKeys(v)).map((k) => [k.key, k.object as number])));
+    // One object's data, one's size alone (a longer hole at its end), one removed; the rest as they were.
+    await pool.dsl.withView('tank/a', 'write', async (v) => {
+      await keyed.writeKey(v, () => pool.assign(), 'k1', 4096, pattern(90, 100));
+      await keyed.truncateKey(v, () => pool.assign(), 'k2', 30_000);
+      await keyed.removeKey(v, () => pool.assign(), 'k3');
+    });
+    await pool.dsl.snapshot('tank/a@2');
+    const fromTxg = await txgOf(pool, 'tank/a@1');
+    const reported = (list: ChangeEvent[]): Set<number> => new Set(list.flatMap((e) => (e.kind === 'object' ? [e.object] : [])));
+    const key = (k: string): number => objects.get(k) ?? -1;
+    const all = await events(pool, 'tank/a@2', fromTxg);
+    const changed = await events(pool, 'tank/a@2', fromTxg, 'tank/a@1');
+    // Without the from object set every allocated dnode of the changed block is reported.
+    for (const k of ['k0', 'k1', 'k2', 'k4', 'k5', 'k6', 'k7']) expect(reported(all).has(key(k))).toBe(true);
+    for (const k of ['k1', 'k2']) expect(reported(changed).has(key(k))).toBe(true);
+    for (const k of ['k0', 'k3', 'k4', 'k5', 'k6', 'k7']) expect(reported(changed).has(key(k))).toBe(false);
+    // The removed object is freed; slots free on both sides are not mentioned.
+    const freed = changed.flatMap((e) => (e.kind === 'freeObjects' ? [[e.first, e.first + e.count]] : []));
+    expect(freed.some(([a = 0, b = 0]) => a <= key('k3') && key('k3') < b)).toBe(true);
+    expect(freed.some(([a = 0, b = 0]) => a <= key('k7') + 1 && key('k7') + 1 < b)).toBe(false);
+    // The data events are the same either way.
+    const data = (list: ChangeEvent[]): ChangeEvent[] => list.filter((e) => e.kind === 'data' || e.kind === 'free');
+    expect(data(changed)).toEqual(data(all));
     await pool.export();
   });
 });

@@ -4,10 +4,14 @@
 // change, not the size of the object set. With fromTxg 0 it visits everything (a full send).
 //
 // Events, in object order:
-//   object       an allocated dnode in a dnode block born after fromTxg (changed or not: the
-//                block is the unit of change), with its dnode;
-//   freeObjects  free slots in such blocks, a dnode-array hole inside a changed indirect block
-//                (its objects were all freed), and everything past the end of the dnode array;
+//   object       an allocated dnode in a dnode block born after fromTxg, with its dnode. The
+//                block is the unit of change: without the from snapshot's object set every
+//                allocated dnode of the block is reported; with it (ChangeOptions.from), only
+//                those whose 512 bytes differ from the same slot there (an object whose dnode is
+//                unchanged has unchanged data too: the dnode holds its tree's root pointer);
+//   freeObjects  free slots in such blocks (with the from object set: those not free there
+//                too), a dnode-array hole inside a changed indirect block (its objects were all
+//                freed), and everything past the end of the dnode array;
 //   data         a level-0 block of an object born after fromTxg;
 //   free         a hole inside a changed part of an object's tree (data punched out or never
 //                written: receivers free the range, which is harmless when it is already free).
@@ -19,10 +23,11 @@
 // walk then takes its pointers from that request, not a second one). An object whose tree is not
 // newer than fromTxg costs its OBJECT event only, no walk.
 
-import { assert } from '../lib/index.js';
+import { assert, bytesEqual } from '../lib/index.js';
 import type { BlockStore } from './block-store.js';
 import { DNODE_BYTES, DNODES_PER_BLOCK, type Dnode, ObjectType, decodeDnode } from './dnode.js';
 import { decodeObjsetPhys } from './objset-phys.js';
+import { lookupBlock } from './tree.js';
 import { type BlockPointer, BlockType, isHole } from './types.js';
 
 export type ChangeEvent =
@@ -37,6 +42,11 @@ export const FREE_OBJECTS_TAIL = 2 ** 40;
 export interface ChangeOptions {
   /** Start at this object (a resumed send): earlier objects are skipped. */
   readonly fromObject?: number;
+  /**
+   * The root of the object set at fromTxg (the from snapshot's), when there is one (a bookmark
+   * has none): objects whose dnode is the same there are left out.
+   */
+  readonly from?: BlockPointer;
 }
 
 /** Which tree walkTree walks, and its top block's pointers when they were already asked for. */
@@ -96,6 +106,20 @@ async function* walkTree(store: BlockStore, top: BlockPointer, blocks: number, f
   if (item !== null) yield item;
 }
 
+/**
+ * The dnode blocks of the object set rooted at `root`, by block id: the block's bytes, or null
+ * where the dnode array has a hole or ends (every slot free).
+ */
+async function dnodeBlocksAt(store: BlockStore, root: BlockPointer): Promise<(blockId: number) => Promise<Uint8Array | null>> {
+  const what = 'send';
+  const meta = decodeObjsetPhys(await store.read(root, { what }), { what }).meta;
+  return async (blockId) => {
+    if (blockId >= meta.blocks) return null;
+    const bp = await lookupBlock(store, meta, blockId, { what, object: 0 });
+    return isHole(bp) ? null : store.read(bp, { what, object: 0 });
+  };
+}
+
 /** Starts a read whose result a later await picks up from the cache or the read in flight. */
 function prefetch(read: Promise<unknown>): void {
   read.catch(() => undefined);
@@ -107,6 +131,7 @@ export async function* changesSince(store: BlockStore, root: BlockPointer, fromT
   const phys = decodeObjsetPhys(await store.read(root, { what }), { what });
   const meta = phys.meta;
   const fromObject = options.fromObject ?? 0;
+  const before = options.from === undefined ? null : await dnodeBlocksAt(store, options.from);
   let freeRun: { first: number; count: number } | null = null;
   const flush = function* (): Generator<ChangeEvent> {
     if (freeRun !== null) yield { kind: 'freeObjects', ...freeRun };
@@ -128,16 +153,26 @@ export async function* changesSince(store: BlockStore, root: BlockPointer, fromT
       continue;
     }
     if ((item.blockId + 1) * DNODES_PER_BLOCK <= fromObject) continue;
+    const earlier = before?.(item.blockId);
+    if (earlier !== undefined) prefetch(earlier);
     const block = await store.read(item.bp, { what, object: 0 });
+    // The same block of the from object set: null where that was a hole (every slot free).
+    const old = earlier === undefined ? undefined : await earlier;
+    const same = (slot: number): boolean => {
+      if (old === undefined) return false;
+      const at = slot * DNODE_BYTES;
+      if (old === null) return block[at] === ObjectType.none;
+      return bytesEqual(block.subarray(at, at + DNODE_BYTES), old.subarray(at, at + DNODE_BYTES));
+    };
     // Each dnode is decoded once; the top indirect blocks of this dnode block's changed objects
     // are read together (one pointer array each, shared with the walk of that object below).
-    const dnodes: Dnode[] = [];
+    const dnodes: (Dnode | null)[] = [];
     const tops = new Map<number, Promise<readonly BlockPointer[]>>();
     for (let slot = 0; slot < DNODES_PER_BLOCK; slot++) {
       const object = item.blockId * DNODES_PER_BLOCK + slot;
-      const d = decodeDnode(block, slot * DNODE_BYTES, { what, object });
+      const d = same(slot) ? null : decodeDnode(block, slot * DNODE_BYTES, { what, object });
       dnodes.push(d);
-      if (object === 0 || object < fromObject || d.type === ObjectType.none || !changed(d.bp, fromTxg) || d.bp.level === 0) continue;
+      if (d === null || object === 0 || object < fromObject || d.type === ObjectType.none || !changed(d.bp, fromTxg) || d.bp.level === 0) continue;
       const kids = store.readPointers(d.bp, { what, object });
       prefetch(kids);
       tops.set(slot, kids);
@@ -147,6 +182,8 @@ export async function* changesSince(store: BlockStore, root: BlockPointer, fromT
       if (object === 0 || object < fromObject) continue;
       const dnode = dnodes[slot];
       assert(dnode !== undefined);
+      // As it was at fromTxg: nothing to report.
+      if (dnode === null) continue;
       if (dnode.type === ObjectType.none) {
         yield* freeObjects(object, 1);
         continue;

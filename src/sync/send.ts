@@ -2,7 +2,9 @@
 // section 3, after ZFS's send). A full stream (no from point) carries every object of B; an
 // incremental one only what changed after the from point's txg, found by the engine's
 // birth-pruned walk (changesSince), so its cost follows the change. The from point is an earlier
-// snapshot or a bookmark of the same dataset. The records go out in object order, which is what
+// snapshot or a bookmark of the same dataset; while its snapshot exists (a bookmark's too, found
+// by guid), the walk compares each changed dnode block with the snapshot's and leaves out the
+// objects that are the same there. The records go out in object order, which is what
 // lets a cut-off stream resume from an object and offset (BEGIN.resumeObject/resumeOffset).
 // stream-encoder.ts frames them and adds END; receive.ts applies them.
 
@@ -15,7 +17,8 @@ const SEND_READS_IN_FLIGHT = 32;
 /**
  * Records made ahead of the consumer in an incremental stream, where only those with data count
  * against SEND_READS_IN_FLIGHT: the OBJECT records of a changed dnode block's unchanged objects
- * (up to 31 per changed object) would otherwise leave one or two blocks being read at a time.
+ * (up to 31 per changed object when the from point is a bookmark; see changesSince) would
+ * otherwise leave one or two blocks being read at a time.
  */
 const SEND_RECORDS_AHEAD_MAX = 1024;
 /** Largest run of back-to-back data blocks read with one disk read. */
@@ -110,7 +113,32 @@ export interface ChangeRecordsOptions {
 /** The records of `plan` after BEGIN, in object order (END is the encoder's). */
 export async function* changeRecords(pool: Pool, plan: SendPlan, options: ChangeRecordsOptions = {}): AsyncGenerator<StreamRecord, void, undefined> {
   const readData = options.readData ?? true;
-  // The snapshot stays open (a destroy waits) until the walk ends or the consumer stops.
+  // The snapshots stay open (a destroy waits) until the walk ends or the consumer stops. The
+  // from snapshot, when the from point still is one, lets the walk leave out unchanged objects.
+  const from = plan.fromGuid === 0n ? undefined : await snapshotWithGuid(pool, plan.toName.slice(0, plan.toName.indexOf('@')), plan.fromGuid);
+  const toView = openView(pool, plan.toName);
+  const fromView = from === undefined ? undefined : openView(pool, from);
+  try {
+    const to = await toView.root;
+    // A from snapshot destroyed meanwhile only costs the shortcut.
+    const fromRoot = await fromView?.root.catch(() => undefined);
+    const buffers = options.reuse === true ? sendBuffers : null;
+    yield* walk(pool, plan, to, fromRoot, readData, buffers);
+  } finally {
+    toView.release();
+    fromView?.release();
+    await Promise.all([toView.closed, fromView?.closed]);
+  }
+}
+
+/** The name of `dataset`'s snapshot with `guid`, if it has one. */
+async function snapshotWithGuid(pool: Pool, dataset: string, guid: Guid): Promise<string | undefined> {
+  const snaps = await pool.dsl.list({ under: dataset, types: ['snapshot'] });
+  return snaps.find((e) => e.guid === guid && e.name.startsWith(`${dataset}@`))?.name;
+}
+
+/** A snapshot held open for reading: its object set's root, until release(); `closed` after. */
+function openView(pool: Pool, name: string): { root: Promise<BlockPointer>; release(): void; closed: Promise<void> } {
   let release = (): void => undefined;
   const released = new Promise<void>((resolve) => {
     release = resolve;
@@ -119,17 +147,12 @@ export async function* changeRecords(pool: Pool, plan: SendPlan, options: Change
   const root = new Promise<BlockPointer>((resolve) => {
     opened = resolve;
   });
-  const view = pool.dsl.withView(plan.toName, 'read', async (v) => {
+  const closed = pool.dsl.withView(name, 'read', async (v) => {
     opened(v.os.rootPointer());
     await released;
   });
-  try {
-    const buffers = options.reuse === true ? sendBuffers : null;
-    yield* walk(pool, plan, await Promise.race([root, view.then(() => Promise.reject(new Error('snapshot view ended early')))]), readData, buffers);
-  } finally {
-    release();
-    await view;
-  }
+  closed.catch(() => undefined); // reported through `root`
+  return { root: Promise.race([root, closed.then(() => Promise.reject(new Error('snapshot view ended early')))]), release, closed: closed.catch(() => undefined) };
 }
 
 /**
@@ -140,7 +163,7 @@ export async function* changeRecords(pool: Pool, plan: SendPlan, options: Change
  * up to SEND_RUN_BYTES_MAX; see readRun), into `buffers` when given: a run's buffer goes back once
  * the consumer has asked for the record after its last one.
  */
-async function* walk(pool: Pool, plan: SendPlan, root: BlockPointer, readData: boolean, buffers: SpareBuffers | null): AsyncGenerator<StreamRecord, void, undefined> {
+async function* walk(pool: Pool, plan: SendPlan, root: BlockPointer, fromRoot: BlockPointer | undefined, readData: boolean, buffers: SpareBuffers | null): AsyncGenerator<StreamRecord, void, undefined> {
   let size = 0;
   let blockBytes = 0;
   const ahead: Promise<StreamRecord | null>[] = [];
@@ -174,7 +197,7 @@ async function* walk(pool: Pool, plan: SendPlan, root: BlockPointer, readData: b
     leases.delete(record);
     lease.release();
   };
-  for await (const e of changesSince(pool.store, root, plan.fromTxg, { fromObject: plan.resumeObject })) {
+  for await (const e of changesSince(pool.store, root, plan.fromTxg, { fromObject: plan.resumeObject, ...(fromRoot === undefined ? {} : { from: fromRoot }) })) {
     if (readData && e.kind === 'data' && whole(plan, e, { size, blockBytes })) {
       const last = run.at(-1);
       if (last !== undefined && (last.object !== e.object || last.blockId + 1 !== e.blockId || !followsOnDisk(last.bp, e.bp) || (run.length + 1) * blockBytes > SEND_RUN_BYTES_MAX)) flush();
