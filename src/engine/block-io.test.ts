@@ -4,7 +4,7 @@ import { ChecksumKind, Prng, SimDisk, bytesEqual, checksum } from '../lib/index.
 import type { ErrorCode } from '../lib/index.js';
 import { BlockIo, type BlockWriteMeta } from './block-io.js';
 import { decodeBlockPointer, encodeBlockPointer } from './blkptr.js';
-import { type BlockPointer, BlockType, type Dva, type Guid, HOLE, type Txg, layout } from './types.js';
+import { BlockType, type Dva, type Guid, HOLE, type Txg, layout } from './types.js';
 import { TopVdev } from './vdev.js';
 
 const withCode = (code: ErrorCode): Error => expect.objectContaining({ name: 'MirrorpoolError', code }) as Error;
@@ -24,13 +24,6 @@ function rig(seed: number): Rig {
     (disk, i) => new TopVdev({ index: i, guid: BigInt(10 + i) as Guid, children: [{ disk, guid: BigInt(20 + i) as Guid, path: `/dev/sim${i}` }] }),
   );
   return { disks, vdevs, io: new BlockIo(vdevs) };
-}
-
-/** Writes a block and waits until its copies have been written. */
-async function written(io: BlockIo, data: Uint8Array, dvas: readonly Dva[], m: BlockWriteMeta): Promise<BlockPointer> {
-  const w = io.write(data, dvas, m);
-  await w.written;
-  return w.bp;
 }
 
 function meta(lsize: number, checksumKind: number = ChecksumKind.fletcher4): BlockWriteMeta {
@@ -54,7 +47,7 @@ describe('block I/O', () => {
   it('writes every copy and returns a pointer carrying the checksum', async () => {
     const { disks, io } = rig(1);
     const data = pattern(4096, 2);
-    const bp = await written(io, data, ditto, meta(4096, ChecksumKind.sha256));
+    const bp = await io.write(data, ditto, meta(4096, ChecksumKind.sha256));
     expect(bp).toMatchObject({ dvas: ditto, lsize: 4096, psize: 4096, type: BlockType.dnodes, birth: 12, fill: 1 });
     expect(bytesEqual(bp.checksum, checksum(ChecksumKind.sha256, data))).toBe(true);
     expect(bytesEqual(await disks[0]!.read(DATA_START + 4096, 4096), data)).toBe(true);
@@ -74,7 +67,7 @@ describe('block I/O', () => {
   it('heals a corrupt ditto copy from the good one', async () => {
     const { disks, io } = rig(4);
     const data = pattern(4096, 5);
-    const bp = await written(io, data, ditto, meta(4096));
+    const bp = await io.write(data, ditto, meta(4096));
     disks[0]!.flipBit(DATA_START + 4096 + 1234, 6);
     expect(bytesEqual(await io.read(bp, ctx), data)).toBe(true);
     expect(bytesEqual(await disks[0]!.read(DATA_START + 4096, 4096), data)).toBe(true);
@@ -84,7 +77,7 @@ describe('block I/O', () => {
   it('heals a copy whose device failed the read', async () => {
     const { disks, io } = rig(5);
     const data = pattern(4096, 6);
-    const bp = await written(io, data, ditto, meta(4096));
+    const bp = await io.write(data, ditto, meta(4096));
     disks[0]!.injectFault({ op: 'read', effect: { kind: 'eio' }, times: 1 });
     expect(bytesEqual(await io.read(bp, ctx), data)).toBe(true);
     expect(io.counters.healedBlocks).toBe(1);
@@ -92,7 +85,7 @@ describe('block I/O', () => {
 
   it('fails with ECKSUM naming the object and offset when every copy is corrupt', async () => {
     const { disks, io } = rig(6);
-    const bp = await written(io, pattern(4096, 7), ditto, meta(4096));
+    const bp = await io.write(pattern(4096, 7), ditto, meta(4096));
     disks[0]!.flipBit(DATA_START + 4096, 0);
     disks[1]!.flipBit(DATA_START + 65536 + 4095, 7);
     const err = await io.read(bp, ctx).catch((e: unknown) => e);
@@ -103,7 +96,7 @@ describe('block I/O', () => {
 
   it('fails with EIO when no copy can be read at all', async () => {
     const { disks, io } = rig(7);
-    const bp = await written(io, pattern(512, 8), ditto.map((d) => ({ ...d, asize: 512 })), meta(512));
+    const bp = await io.write(pattern(512, 8), ditto.map((d) => ({ ...d, asize: 512 })), meta(512));
     for (const d of disks) d.injectFault({ op: 'read', effect: { kind: 'eio' } });
     const err = await io.read(bp, ctx).catch((e: unknown) => e);
     expect(err).toEqual(withCode('EIO'));
@@ -113,7 +106,7 @@ describe('block I/O', () => {
   it('treats a copy on a vdev the pool does not have as bad and reads the next', async () => {
     const { io } = rig(8);
     const data = pattern(4096, 9);
-    const bp = await written(io, data, [ditto[1]!], meta(4096));
+    const bp = await io.write(data, [ditto[1]!], meta(4096));
     const wild = { ...bp, dvas: [{ vdev: 9, offset: 0, asize: 4096 }, ...bp.dvas] };
     expect(bytesEqual(await io.read(wild, ctx), data)).toBe(true);
     const beyond = { ...bp, dvas: [{ vdev: 0, offset: 1 << 30, asize: 4096 }, ...bp.dvas] };
@@ -124,13 +117,13 @@ describe('block I/O', () => {
     const { disks, io } = rig(10);
     const data = pattern(4096, 11);
     const fault = disks[1]!.injectFault({ op: 'write', effect: { kind: 'eio' } });
-    const bp = await written(io, data, ditto, meta(4096));
+    const bp = await io.write(data, ditto, meta(4096));
     expect(io.counters.copyWriteErrors).toBe(1);
     fault.remove();
     disks[0]!.flipBit(DATA_START + 4096, 1);
     await expect(io.read(bp, ctx)).rejects.toEqual(withCode('ECKSUM'));
     for (const d of disks) d.injectFault({ op: 'write', effect: { kind: 'eio' } });
-    await expect(io.write(data, ditto, meta(4096)).written).rejects.toEqual(withCode('EIO'));
+    await expect(io.write(data, ditto, meta(4096))).rejects.toEqual(withCode('EIO'));
   });
 
   it('returns the data whenever at least one copy is intact, and leaves every copy repaired', async () => {
@@ -149,7 +142,7 @@ describe('block I/O', () => {
             { vdev: 1, offset: 8192 * 2, asize: length },
             { vdev: 0, offset: 8192 * 3, asize: length },
           ];
-          const bp = await written(io, data, dvas, meta(length));
+          const bp = await io.write(data, dvas, meta(length));
           for (const [i, d] of dvas.entries()) {
             if (bad[i] === true) disks[d.vdev]!.flipBit(DATA_START + d.offset + random.int(length), random.int(8));
           }

@@ -21,13 +21,6 @@ export interface BlockWriteMeta {
   readonly checksum?: Uint8Array;
 }
 
-/** A block being written: its pointer, known at once, and the write in flight. */
-export interface BlockWrite {
-  readonly bp: BlockPointer;
-  /** Settles once every copy's write has: resolves if one was written, EIO if none was. */
-  readonly written: Promise<void>;
-}
-
 /** Who is reading, so an unrecoverable error can name what is lost. */
 export interface BlockReadContext {
   readonly what: string;
@@ -74,12 +67,11 @@ export class BlockIo {
   }
 
   /**
-   * Starts writing `data` (a sector multiple) to every DVA and returns its pointer at once, with
-   * the write, which succeeds when at least one copy was written (a lost copy is counted and
-   * healed by the next read or scrub) and fails with EIO when none was. `data` must not change
-   * until the write has settled.
+   * Writes `data` (a sector multiple) to every DVA and returns its pointer. Succeeds when at least
+   * one copy was written (a lost copy is counted and healed by the next read or scrub); EIO when
+   * none was.
    */
-  write(data: Uint8Array, dvas: readonly Dva[], meta: BlockWriteMeta): BlockWrite {
+  async write(data: Uint8Array, dvas: readonly Dva[], meta: BlockWriteMeta): Promise<BlockPointer> {
     assert(data.length > 0 && data.length % layout.sectorBytes === 0 && data.length <= limits.diskIoBytesMax, 'BlockIo.write: bad length');
     assert(dvas.length >= 1 && dvas.length <= layout.dvasMax, 'BlockIo.write: 1..3 DVAs');
     assert(meta.lsize === data.length, 'BlockIo.write: lsize must equal the data length (no compression)');
@@ -97,20 +89,19 @@ export class BlockIo {
     const problem = blockPointerProblem(bp);
     assert(problem === null, `BlockIo.write: ${problem}`);
     for (const d of dvas) assert(this.fits(d, data.length), `BlockIo.write: DVA ${d.vdev}:${d.offset} outside its vdev`);
-    const written = Promise.allSettled(bp.dvas.map((d) => this.vdev(d).write(d.offset, data))).then((results) => {
-      const causes: unknown[] = [];
-      for (const r of results) {
-        if (r.status === 'fulfilled') continue;
-        if (!isDeviceError(r.reason)) throw r.reason;
-        causes.push((r.reason as { code: string }).code);
-      }
-      if (causes.length === results.length) {
-        throw mpError('EIO', `no copy of a ${data.length}-byte block could be written`, { dvas: bp.dvas, causes });
-      }
-      this.counters.copyWriteErrors += causes.length;
-      this.counters.writtenBlocks++;
-    });
-    return { bp, written };
+    const results = await Promise.allSettled(bp.dvas.map((d) => this.vdev(d).write(d.offset, data)));
+    const causes: unknown[] = [];
+    for (const r of results) {
+      if (r.status === 'fulfilled') continue;
+      if (!isDeviceError(r.reason)) throw r.reason;
+      causes.push((r.reason as { code: string }).code);
+    }
+    if (causes.length === results.length) {
+      throw mpError('EIO', `no copy of a ${data.length}-byte block could be written`, { dvas: bp.dvas, causes });
+    }
+    this.counters.copyWriteErrors += causes.length;
+    this.counters.writtenBlocks++;
+    return bp;
   }
 
   /** Reads and verifies a block (a hole reads as lsize zeros). ECKSUM/EIO only with no good copy. */

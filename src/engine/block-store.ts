@@ -4,10 +4,7 @@
 // The pool implements it over the space allocator, BlockIo and the block cache; datasets wrap
 // `free` to send blocks older than their newest snapshot to a deadlist instead.
 
-import type { BlockWrite } from './block-io.js';
 import type { BlockPointer, BlockType, Txg } from './types.js';
-
-export type { BlockWrite } from './block-io.js';
 
 export interface ReadContext {
   /** What is being read, for error messages ("dataset pool/a", "MOS"). */
@@ -53,12 +50,8 @@ export interface BlockStore {
    * shared with other readers: never modify it.
    */
   readPointers(bp: BlockPointer, context: ReadContext): Promise<readonly BlockPointer[]>;
-  /**
-   * Allocates `data` (a sector multiple) in txg `txg` and starts writing it: the pointer comes at
-   * once, the write settles later (EIO when no copy could be written). Until it has, `data` must
-   * not change and the block must not be freed. ENOSPC (thrown) when there is no space.
-   */
-  write(data: Uint8Array, meta: WriteMeta, txg: Txg): BlockWrite;
+  /** Allocates and writes `data` (a sector multiple) in txg `txg`; returns its pointer. ENOSPC. */
+  write(data: Uint8Array, meta: WriteMeta, txg: Txg): Promise<BlockPointer>;
   /** Releases a block that txg `txg` no longer references. */
   free(bp: BlockPointer, txg: Txg): void;
 }

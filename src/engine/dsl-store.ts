@@ -6,7 +6,7 @@
 // in-memory record.
 // Only syncing context writes or frees through it. Created by dsl.ts, one per open head.
 
-import type { BlockStore, BlockWrite, ReadContext, WriteMeta } from './block-store.js';
+import type { BlockStore, ReadContext, WriteMeta } from './block-store.js';
 import { bpAllocatedBytes } from './block-store.js';
 import type { DatasetRecord } from './dataset-record.js';
 import type { BlockPointer, Txg } from './types.js';
@@ -43,13 +43,13 @@ export class HeadStore implements BlockStore {
     return this.base.readPointers(bp, context);
   }
 
-  write(data: Uint8Array, meta: WriteMeta, t: Txg): BlockWrite {
-    const w = this.base.write(data, meta, t);
-    const bytes = bpAllocatedBytes(w.bp);
+  async write(data: Uint8Array, meta: WriteMeta, t: Txg): Promise<BlockPointer> {
+    const bp = await this.base.write(data, meta, t);
+    const bytes = bpAllocatedBytes(bp);
     this.head.record.referencedBytes += bytes;
     this.head.record.uniqueBytes += bytes;
     this.head.record.ownBytes += bytes;
-    return w;
+    return bp;
   }
 
   free(bp: BlockPointer, t: Txg): void {

@@ -23,7 +23,7 @@ import {
 import { DNODE_SHIFT, type ObjsetPhys, ObjsetType, decodeObjsetPhys, encodeObjsetPhys } from './objset-phys.js';
 import { blockBuffers } from './block-buffers.js';
 import { ReadAhead } from './read-ahead.js';
-import { lookupBlock, settled, syncTree } from './tree.js';
+import { lookupBlock, syncTree } from './tree.js';
 import { type BlockPointer, BlockType, HOLE, type ObjectId, type Txg, isHole, objectId } from './types.js';
 
 export { ObjsetType, decodeObjsetPhys, type ObjsetPhys } from './objset-phys.js';
@@ -326,47 +326,33 @@ export class ObjectSet {
     assert(layer.txg === t, 'syncTxg: txgs sync oldest first');
     const synced = new Map<ObjectId, Dnode>();
     const ids = [...layer.objects.keys()].sort((a, b) => a - b);
-    // Every block write of the sync goes into `writes`; none is waited for until the object
-    // set's own block has been written (a parent needs its children's pointers, not their I/O).
-    const writes: Promise<void>[] = [];
-    let root: BlockPointer;
-    let phys: ObjsetPhys;
-    try {
-      // A dataset's objects sync OBJECTS_SYNCING_MAX at a time: each waits for its own reads (the
-      // old indirect blocks), and a txg of many small changes in many objects (a receive of
-      // scattered changes) otherwise paid every round trip one after another. The MOS syncs one
-      // object at a time, in order.
-      const inFlight = this.phys.type === ObjsetType.mos ? 1 : OBJECTS_SYNCING_MAX;
-      for (let first = 0; first < ids.length; first += inFlight) {
-        const batch = ids.slice(first, first + inFlight);
-        const done = await Promise.allSettled(batch.map((obj) => {
-          const od = layer.objects.get(obj);
-          assert(od !== undefined);
-          return this.syncObject(t, obj, od, writes);
-        }));
-        // Every object of the batch has settled; the first failure in object order is reported.
-        for (const [i, obj] of batch.entries()) {
-          const r = done[i];
-          assert(r !== undefined);
-          if (r.status === 'rejected') throw r.reason;
-          synced.set(obj, r.value);
-        }
+    // A dataset's objects sync OBJECTS_SYNCING_MAX at a time: each waits for its own reads (the
+    // old indirect blocks) and writes, and a txg of many small changes in many objects (a
+    // receive of scattered changes) otherwise paid every round trip one after another. The MOS
+    // syncs one object at a time, in order.
+    const inFlight = this.phys.type === ObjsetType.mos ? 1 : OBJECTS_SYNCING_MAX;
+    for (let first = 0; first < ids.length; first += inFlight) {
+      const batch = ids.slice(first, first + inFlight);
+      const done = await Promise.allSettled(batch.map((obj) => {
+        const od = layer.objects.get(obj);
+        assert(od !== undefined);
+        return this.syncObject(t, obj, od);
+      }));
+      // Every write of the batch has settled; the first failure in object order is reported.
+      for (const [i, obj] of batch.entries()) {
+        const r = done[i];
+        assert(r !== undefined);
+        if (r.status === 'rejected') throw r.reason;
+        synced.set(obj, r.value);
       }
-      const meta = await this.syncMeta(t, synced, writes);
-      phys = { type: this.phys.type, nextObject: layer.nextObject, meta };
-      const w = this.store.write(
-        encodeObjsetPhys(phys),
-        { type: BlockType.objset, level: 0, checksumKind: meta.checksumKind, fill: 1, copies: 2 },
-        t,
-      );
-      writes.push(w.written);
-      root = w.bp;
-    } catch (e) {
-      // No write is left running when the sync fails.
-      await Promise.allSettled(writes);
-      throw e;
     }
-    await settled(writes);
+    const meta = await this.syncMeta(t, synced);
+    const phys: ObjsetPhys = { type: this.phys.type, nextObject: layer.nextObject, meta };
+    const root = await this.store.write(
+      encodeObjsetPhys(phys),
+      { type: BlockType.objset, level: 0, checksumKind: meta.checksumKind, fill: 1, copies: 2 },
+      t,
+    );
     if (!isHole(this.root)) this.store.free(this.root, t);
     // Switch to the new tree in one synchronous step.
     this.phys = phys;
@@ -382,13 +368,13 @@ export class ObjectSet {
     return root;
   }
 
-  private async syncObject(t: Txg, obj: ObjectId, od: ObjectDirty, writes: Promise<void>[]): Promise<Dnode> {
+  private async syncObject(t: Txg, obj: ObjectId, od: ObjectDirty): Promise<Dnode> {
     const ctx = { what: this.what, object: obj };
     let base = await this.syncedDnode(obj);
     let usedBytes = base.usedBytes;
     if ((od.replaced || od.header.type === ObjectType.none) && base.type !== ObjectType.none) {
       const all: [number, number][] = [[0, Number.MAX_SAFE_INTEGER]];
-      const meta = { txg: t, dataType: dataTypeOf(base.type), checksumKind: base.checksumKind, ctx, writes };
+      const meta = { txg: t, dataType: dataTypeOf(base.type), checksumKind: base.checksumKind, ctx };
       const gone = await syncTree(this.store, base, base.levels, { blocks: new Map(), freed: all }, meta);
       usedBytes += gone.usedDelta;
       assert(usedBytes === 0, `object ${obj}: freeing the tree left ${usedBytes} bytes`);
@@ -398,12 +384,12 @@ export class ObjectSet {
     if (h.type === ObjectType.none) return FREE_DNODE;
     const start = base.type === ObjectType.none ? { bp: base.bp, levels: 1 } : base;
     const levels = Math.max(start.levels, levelsFor(Math.max(1, h.blocks)));
-    const meta = { txg: t, dataType: dataTypeOf(h.type), checksumKind: h.checksumKind, ctx, writes };
+    const meta = { txg: t, dataType: dataTypeOf(h.type), checksumKind: h.checksumKind, ctx };
     const { root, usedDelta } = await syncTree(this.store, start, levels, { blocks: od.blocks, freed: od.freed }, meta);
     return { ...h, levels: root.levels, bp: root.bp, usedBytes: usedBytes + usedDelta };
   }
 
-  private async syncMeta(t: Txg, synced: ReadonlyMap<ObjectId, Dnode>, writes: Promise<void>[]): Promise<Dnode> {
+  private async syncMeta(t: Txg, synced: ReadonlyMap<ObjectId, Dnode>): Promise<Dnode> {
     const meta = this.phys.meta;
     const blocks = new Map<number, Uint8Array>();
     for (const [obj, d] of synced) {
@@ -418,7 +404,7 @@ export class ObjectSet {
     const count = Math.max(meta.blocks, ...[...blocks.keys()].map((b) => b + 1));
     const levels = Math.max(meta.levels, levelsFor(Math.max(1, count)));
     const ctx = { what: this.what, object: 0 };
-    const syncMeta = { txg: t, dataType: BlockType.dnodes, checksumKind: meta.checksumKind, ctx, writes };
+    const syncMeta = { txg: t, dataType: BlockType.dnodes, checksumKind: meta.checksumKind, ctx };
     // A dnode block with only free dnodes becomes a hole: freeing objects gives its space back.
     const freed: [number, number][] = [];
     for (const [blockId, block] of blocks) {
@@ -428,7 +414,7 @@ export class ObjectSet {
       }
     }
     const { root, usedDelta } = await syncTree(this.store, meta, levels, { blocks, freed }, syncMeta);
-    const top = await this.shrinkMeta(t, root, writes);
+    const top = await this.shrinkMeta(t, root);
     return {
       ...meta,
       blocks: Math.min(count, capacityBlocks(top.levels, 0)),
@@ -442,15 +428,13 @@ export class ObjectSet {
    * Drops top levels of the dnode array whose only non-hole child is the first: once the objects
    * that made the array grow are freed, its tree is as small as it was before they came.
    */
-  private async shrinkMeta(t: Txg, root: { bp: BlockPointer; levels: number }, writes: readonly Promise<void>[]): Promise<{ bp: BlockPointer; levels: number; releasedBytes: number }> {
+  private async shrinkMeta(t: Txg, root: { bp: BlockPointer; levels: number }): Promise<{ bp: BlockPointer; levels: number; releasedBytes: number }> {
     let { bp, levels } = root;
     let releasedBytes = 0;
     while (levels > 1 && !isHole(bp)) {
       const kids = await this.store.readPointers(bp, { what: this.what, object: 0 });
       const first = kids[0];
       if (first === undefined || kids.some((k, i) => i > 0 && !isHole(k))) break;
-      // The top may have been written in this sync: its space is given back only once it is.
-      if (bp.birth === t) await settled(writes);
       releasedBytes += bpAllocatedBytes(bp);
       this.store.free(bp, t);
       bp = first;

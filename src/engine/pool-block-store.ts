@@ -9,7 +9,7 @@ import { assert } from '../lib/index.js';
 import type { SpaceAllocator } from './allocator.js';
 import { decodeBlockPointerArray } from './blkptr.js';
 import { BlockCache } from './block-cache.js';
-import type { BlockIo, BlockWrite } from './block-io.js';
+import type { BlockIo } from './block-io.js';
 import type { BlockStore, ReadContext, WriteMeta } from './block-store.js';
 import { type BlockPointer, type Txg, isHole } from './types.js';
 
@@ -19,8 +19,6 @@ export class PoolBlockStore implements BlockStore {
    * every block of one DMU read) share one disk read.
    */
   private readonly reading = new Map<string, Promise<Uint8Array>>();
-  /** Blocks whose write has not settled, by cache key. */
-  private readonly writing = new Set<string>();
 
   constructor(
     private readonly io: BlockIo,
@@ -77,9 +75,9 @@ export class PoolBlockStore implements BlockStore {
     return list;
   }
 
-  write(data: Uint8Array, meta: WriteMeta, t: Txg): BlockWrite {
+  async write(data: Uint8Array, meta: WriteMeta, t: Txg): Promise<BlockPointer> {
     const dvas = this.allocator.allocate(data.length, meta.copies, t);
-    const w = this.io.write(data, dvas, {
+    const bp = await this.io.write(data, dvas, {
       type: meta.type,
       level: meta.level,
       checksumKind: meta.checksumKind,
@@ -88,32 +86,14 @@ export class PoolBlockStore implements BlockStore {
       lsize: data.length,
       ...(meta.checksum === undefined ? {} : { checksum: meta.checksum }),
     });
-    // Cached at once: a reader of the block while it is written (the dnode array's top, say)
-    // must not go to the disk yet. A block that could not be written leaves the cache again.
-    if (meta.copies > 1) this.cache.put(w.bp, data);
-    if (meta.pointers !== undefined) this.cache.putPointers(w.bp, meta.pointers);
-    const key = BlockCache.key(w.bp);
-    assert(key !== null);
-    this.writing.add(key);
-    const written = w.written.then(
-      () => void this.writing.delete(key),
-      (e: unknown) => {
-        this.writing.delete(key);
-        this.cache.evict(w.bp);
-        throw e;
-      },
-    );
-    // The writer waits for it later (a whole object set at once): a failure before then is not
-    // an unhandled rejection.
-    written.catch(() => undefined);
-    return { bp: w.bp, written };
+    if (meta.copies > 1) this.cache.put(bp, data);
+    if (meta.pointers !== undefined) this.cache.putPointers(bp, meta.pointers);
+    return bp;
   }
 
   free(bp: BlockPointer, t: Txg): void {
-    const key = BlockCache.key(bp);
-    // Its space could be allocated again at once, and two writes to it would race.
-    assert(key === null || !this.writing.has(key), 'free of a block still being written');
     this.cache.evict(bp);
+    const key = BlockCache.key(bp);
     if (key !== null) this.reading.delete(key);
     for (const dva of bp.dvas) this.allocator.free(dva, t, bp.birth);
   }

@@ -12,6 +12,9 @@ import { type BlockStore, type ReadContext, bpAllocatedBytes } from './block-sto
 import { POINTER_SHIFT, POINTERS_PER_INDIRECT, INDIRECT_BYTES, capacityBlocks } from './dnode.js';
 import { type BlockPointer, BlockType, HOLE, type Txg, isHole, txg } from './types.js';
 
+/** Level-0 writes one syncTree keeps in flight (see syncNode). */
+export const LEAF_WRITES_IN_FLIGHT_MAX = 16;
+
 export interface TreeRoot {
   readonly bp: BlockPointer;
   readonly levels: number;
@@ -98,11 +101,6 @@ export interface SyncMeta {
   readonly dataType: BlockType;
   readonly checksumKind: number;
   readonly ctx: ReadContext;
-  /**
-   * Where the writes the sync starts go: a parent needs only its children's pointers, not their
-   * writes done, so nothing in the tree waits for the disk. The caller waits for them all.
-   */
-  readonly writes: Promise<void>[];
 }
 
 interface Virtual {
@@ -129,10 +127,10 @@ export async function syncTree(
     usedDelta -= bpAllocatedBytes(bp);
     store.free(bp, meta.txg);
   };
-  const write = (data: Uint8Array, level: number, fill: number, pointers?: readonly BlockPointer[]): BlockPointer => {
+  const write = async (data: Uint8Array, level: number, fill: number, pointers?: readonly BlockPointer[]): Promise<BlockPointer> => {
     // A data block filled from bytes of known fletcher-4 (block-buffers.ts) is not summed again.
     const known = level === 0 && meta.checksumKind === ChecksumKind.fletcher4 ? blockBuffers.fletcher4Of(data) : undefined;
-    const { bp, written } = store.write(
+    const bp = await store.write(
       data,
       {
         type: level === 0 ? meta.dataType : BlockType.indirect,
@@ -147,7 +145,6 @@ export async function syncTree(
       },
       meta.txg,
     );
-    meta.writes.push(written);
     usedDelta += bpAllocatedBytes(bp);
     return bp;
   };
@@ -162,13 +159,23 @@ export async function syncTree(
     if (bp.level > 0) for (const kid of await children(store, bp, meta.ctx)) await freeAll(kid);
     release(bp);
   };
-  // A level-0 block: the free, the allocation and the checksum happen in block order, so the
+  // A level-0 block: the free, the allocation and the checksum happen now, in block order, so the
   // placement is the same whatever the disk does; only the I/O is left running.
-  const syncLeaf = (node: BlockPointer | Virtual, base: number): BlockPointer => {
+  const syncLeaf = (node: BlockPointer | Virtual, base: number): Promise<BlockPointer> => {
     assert(!('virtual' in node));
     const data = changes.blocks.get(base);
     release(node);
-    return data === undefined ? holePointer(meta.txg, 0) : write(data, 0, 1);
+    return data === undefined ? Promise.resolve(holePointer(meta.txg, 0)) : write(data, 0, 1);
+  };
+  // Level-0 writes of one indirect block overlap, at most LEAF_WRITES_IN_FLIGHT_MAX at a time:
+  // writing them one by one left the disk idle while the next block was checksummed, and the CPU
+  // idle while the disk wrote. `window` holds settled-never-rejecting twins; errors surface from
+  // the real promises, all awaited together.
+  const window: Promise<void>[] = [];
+  const startLeaf = (node: BlockPointer | Virtual, base: number): Promise<BlockPointer> => {
+    const p = syncLeaf(node, base);
+    window.push(p.then(() => undefined, () => undefined));
+    return p;
   };
   const syncNode = async (node: BlockPointer | Virtual, level: number, base: number): Promise<BlockPointer> => {
     if (level === 0) return syncLeaf(node, base);
@@ -180,15 +187,19 @@ export async function syncTree(
       return holePointer(meta.txg, level);
     }
     const kids = 'virtual' in node ? padVirtual(node.kids, level) : await children(store, node, meta.ctx);
-    const next: BlockPointer[] = [];
+    const pending: (BlockPointer | Promise<BlockPointer>)[] = [];
     for (let i = 0; i < POINTERS_PER_INDIRECT; i++) {
       const kid = kids[i];
       assert(kid !== undefined);
       const kidBase = base + i * width;
-      if (!touched(kidBase, width, kid)) next.push(kid as BlockPointer);
-      else if (level > 1) next.push(await syncNode(kid, level - 1, kidBase));
-      else next.push(syncLeaf(kid, kidBase));
+      if (!touched(kidBase, width, kid)) pending.push(kid as BlockPointer);
+      else if (level > 1) pending.push(await syncNode(kid, level - 1, kidBase));
+      else {
+        while (window.length >= LEAF_WRITES_IN_FLIGHT_MAX) await window.shift();
+        pending.push(startLeaf(kid, kidBase));
+      }
     }
+    const next = await settled(pending);
     if (!('virtual' in node)) release(node);
     const fill = next.reduce((sum, bp) => sum + bp.fill, 0);
     if (fill === 0) return holePointer(meta.txg, level);
@@ -204,9 +215,13 @@ export async function syncTree(
   return { root: { bp, levels }, usedDelta };
 }
 
-/** Waits for every write (none is left running after a failure), then throws the first error. */
-export async function settled(writes: readonly Promise<void>[]): Promise<void> {
-  for (const r of await Promise.allSettled(writes)) if (r.status === 'rejected') throw r.reason;
+/** Waits for every promise (no write left running after a failure), then throws the first error. */
+async function settled<T>(promises: readonly (T | Promise<T>)[]): Promise<T[]> {
+  const results = await Promise.allSettled(promises);
+  return results.map((r) => {
+    if (r.status === 'rejected') throw r.reason;
+    return r.value;
+  });
 }
 
 function padVirtual(kids: readonly (BlockPointer | Virtual)[], level: number): (BlockPointer | Virtual)[] {
