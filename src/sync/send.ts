@@ -151,7 +151,7 @@ function openView(pool: Pool, name: string): { root: Promise<BlockPointer>; rele
     opened(v.os.rootPointer());
     await released;
   });
-  closed.catch(() => undefined); // reported through `root`
+  // A failure reaches the caller through `root`; `closed` only says the view is gone.
   return { root: Promise.race([root, closed.then(() => Promise.reject(new Error('snapshot view ended early')))]), release, closed: closed.catch(() => undefined) };
 }
 
