@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { diskContract } from './disk.contract.js';
 import type { ErrorCode } from './errors.js';
-import { FLUSH_AHEAD_BYTES, FileDisk } from './file-disk.js';
+import { FLUSH_AHEAD_BYTES, FileDisk, INLINE_WRITE_BYTES_MAX } from './file-disk.js';
 import { limits } from './limits.js';
 
 /** Matches a MirrorpoolError with `code` (typed as Error so toThrow takes it). */
@@ -132,6 +132,49 @@ describe('FileDisk', () => {
     const again = await FileDisk.open(path);
     for (let i = 0; i < 10; i++) expect((await again.read(i * chunk.length, chunk.length)).every((b) => b === i + 1)).toBe(true);
     await again.close();
+  });
+
+  it('writes on either side of the inline bound, one buffer or several, and reads them back', async () => {
+    const path = join(dir, 'bound.img');
+    const disk = await FileDisk.open(path, { createBytes: 8 * INLINE_WRITE_BYTES_MAX });
+    const sizes = [SECTOR, INLINE_WRITE_BYTES_MAX, INLINE_WRITE_BYTES_MAX + SECTOR];
+    const wrote: [number, Uint8Array][] = [];
+    let at = 0;
+    for (const [i, size] of sizes.entries()) {
+      const one = new Uint8Array(size).map((_, j) => (i * 31 + j) & 0xff);
+      const several = new Uint8Array(size).map((_, j) => (i * 17 + j * 3) & 0xff);
+      await disk.write(at, one);
+      wrote.push([at, one]);
+      at += size;
+      await disk.writev(at, [several.subarray(0, SECTOR), several.subarray(SECTOR)]);
+      wrote.push([at, several]);
+      at += size;
+    }
+    await disk.sync();
+    await disk.close();
+    const again = await FileDisk.open(path);
+    for (const [offset, bytes] of wrote) expect(Buffer.compare(await again.read(offset, bytes.length), bytes)).toBe(0);
+    await again.close();
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('fails a write that finds no room with ENOSPC, on either side of the inline bound (root: tmpfs)', async () => {
+    const mnt = join(dir, 'tmpfs');
+    await mkdir(mnt);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${4 * INLINE_WRITE_BYTES_MAX}`, 'tmpfs', mnt]);
+    let disk: FileDisk | undefined;
+    try {
+      disk = await FileDisk.open(join(mnt, 'disk.img'), { createBytes: 64 * INLINE_WRITE_BYTES_MAX });
+      for (const size of [INLINE_WRITE_BYTES_MAX, 4 * INLINE_WRITE_BYTES_MAX]) {
+        const chunk = new Uint8Array(size).fill(9);
+        let failed: unknown;
+        for (let at = 0; at < disk.size() && failed === undefined; at += size) await disk.write(at, chunk).catch((e: unknown) => (failed = e));
+        expect(failed).toEqual(withCode('ENOSPC'));
+        await expect(disk.writev(disk.size() - size, [chunk.subarray(0, SECTOR), chunk.subarray(SECTOR)])).rejects.toEqual(withCode('ENOSPC'));
+      }
+    } finally {
+      await disk?.close();
+      execFileSync('umount', [mnt]);
+    }
   });
 
   it.skipIf(process.getuid?.() !== 0)('throws from sync() a write-back error that a background flush met (root: loop device)', async () => {
