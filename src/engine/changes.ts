@@ -8,7 +8,8 @@
 //                block is the unit of change: without the from snapshot's object set every
 //                allocated dnode of the block is reported; with it (ChangeOptions.from), only
 //                those whose 512 bytes differ from the same slot there (an object whose dnode is
-//                unchanged has unchanged data too: the dnode holds its tree's root pointer);
+//                unchanged has unchanged data too: the dnode holds its tree's root pointer; a
+//                block of the from object set that cannot be read counts as all changed);
 //   freeObjects  free slots in such blocks (with the from object set: those not free there
 //                too), a dnode-array hole inside a changed indirect block (its objects were all
 //                freed), and everything past the end of the dnode array;
@@ -131,7 +132,7 @@ export async function* changesSince(store: BlockStore, root: BlockPointer, fromT
   const phys = decodeObjsetPhys(await store.read(root, { what }), { what });
   const meta = phys.meta;
   const fromObject = options.fromObject ?? 0;
-  const before = options.from === undefined ? null : await dnodeBlocksAt(store, options.from);
+  const before = options.from === undefined ? null : await dnodeBlocksAt(store, options.from).catch(() => null);
   let freeRun: { first: number; count: number } | null = null;
   const flush = function* (): Generator<ChangeEvent> {
     if (freeRun !== null) yield { kind: 'freeObjects', ...freeRun };
@@ -153,8 +154,8 @@ export async function* changesSince(store: BlockStore, root: BlockPointer, fromT
       continue;
     }
     if ((item.blockId + 1) * DNODES_PER_BLOCK <= fromObject) continue;
-    const earlier = before?.(item.blockId);
-    if (earlier !== undefined) prefetch(earlier);
+    // A block of the from object set that cannot be read costs only the shortcut.
+    const earlier = before?.(item.blockId).catch(() => undefined);
     const block = await store.read(item.bp, { what, object: 0 });
     // The same block of the from object set: null where that was a hole (every slot free).
     const old = earlier === undefined ? undefined : await earlier;

@@ -8,19 +8,10 @@ import * as dmu from './dmu.js';
 import { DNODES_PER_BLOCK, ObjectType } from './dnode.js';
 import { decodeObjsetPhys } from './objset.js';
 import { Pool } from './pool.js';
-import { type SimMachine, createSimPool, importSimPool, pattern, simMachine, TEST_TUNING } from './test-support.js';
+import { type SimMachine, createSimPool, importSimPool, leafByte, pattern, simMachine, TEST_TUNING } from './test-support.js';
 import { lookupBlock } from './tree.js';
 import { type BlockPointer, type ObjectId, UBERBLOCK_RING_SLOTS, layout } from './types.js';
 import { leafLayout } from './vdev.js';
-
-/** The leaf byte where a DVA's copy starts on its (single-disk) vdev. */
-function leafByte(m: SimMachine, bp: BlockPointer, copy: number): { disk: SimDisk; at: number } {
-  const dva = bp.dvas[copy];
-  if (dva === undefined) throw new Error(`no copy ${copy}`);
-  const disk = m.disks[dva.vdev];
-  if (disk === undefined) throw new Error(`no disk ${dva.vdev}`);
-  return { disk, at: leafLayout(disk.size()).dataStartBytes + dva.offset };
-}
 
 async function poolWithObject(seed: number): Promise<{ m: SimMachine; obj: ObjectId; data: Uint8Array }> {
   const m = simMachine(seed);

@@ -4,6 +4,8 @@
 import { PowerCutDisk, PowerSwitch, Prng, SimClock, SimDisk, idle, sha256 } from '../lib/index.js';
 import * as keyed from './keyed.js';
 import { type LeafInput, Pool, type PoolTuning } from './pool.js';
+import type { BlockPointer } from './types.js';
+import { leafLayout } from './vdev.js';
 
 export interface SimMachine {
   readonly seed: number;
@@ -34,6 +36,15 @@ export function simMachine(seed: number, disks = 2, diskBytes = 32 * 1024 * 1024
       power.cutAt = Number.POSITIVE_INFINITY;
     },
   };
+}
+
+/** The leaf byte where copy `copy` of a block starts, on its (single-disk) top-level vdev. */
+export function leafByte(m: SimMachine, bp: BlockPointer, copy: number): { disk: SimDisk; at: number } {
+  const dva = bp.dvas[copy];
+  if (dva === undefined) throw new Error(`no copy ${copy}`);
+  const disk = m.disks[dva.vdev];
+  if (disk === undefined) throw new Error(`no disk ${dva.vdev}`);
+  return { disk, at: leafLayout(disk.size()).dataStartBytes + dva.offset };
 }
 
 export const TEST_TUNING: PoolTuning = { txgTimeoutMs: 0, checkEveryTxg: true, dirtyMaxBytes: 64 * 1024 * 1024 };
