@@ -128,11 +128,12 @@ describe('block pointer codec', () => {
 
   it('round-trips arrays and zero-pads an indirect block with holes', () => {
     fc.assert(
-      fc.property(fc.array(fc.oneof(arbBlockPointer, arbHole), { maxLength: 8 }), fc.nat({ max: 4 }), (bps, pad) => {
+      fc.property(fc.array(fc.oneof(arbBlockPointer, arbHole, fc.constant(HOLE)), { maxLength: 8 }), fc.nat({ max: 4 }), (bps, pad) => {
         const bytes = encodeBlockPointers(bps, (bps.length + pad) * 128);
         const back = decodeBlockPointerArray(bytes);
         expect(back.length).toBe(bps.length + pad);
         bps.forEach((bp, i) => expect(blockPointersEqual(back[i]!, bp)).toBe(true));
+        bps.forEach((bp, i) => expect(toHex(bytes.subarray(i * 128, (i + 1) * 128))).toBe(toHex(encodeBlockPointer(bp))));
         back.slice(bps.length).forEach((h) => expect(blockPointersEqual(h, HOLE)).toBe(true));
       }),
       { numRuns: 200 },

@@ -207,7 +207,8 @@ export function decodeBlockPointer(bytes: Uint8Array): BlockPointer {
 
 /**
  * Encodes pointers back to back. With `totalBytes` (a multiple of 128, at least the pointers'
- * size) the rest is zero-filled: never-written holes, as an indirect block needs.
+ * size) the rest is zero-filled: never-written holes, as an indirect block needs. The shared
+ * HOLE (all zeros, most slots of a sparse indirect block) is left as the zero fill.
  */
 export function encodeBlockPointers(bps: readonly BlockPointer[], totalBytes = bps.length * BP_BYTES): Uint8Array {
   assert(
@@ -215,7 +216,10 @@ export function encodeBlockPointers(bps: readonly BlockPointer[], totalBytes = b
     `encodeBlockPointers: ${bps.length} pointers do not fit ${totalBytes} bytes`,
   );
   const out = new Uint8Array(totalBytes);
-  for (const [i, bp] of bps.entries()) encodeBlockPointerInto(bp, out, i * BP_BYTES);
+  for (let i = 0; i < bps.length; i++) {
+    const bp = bps[i] as BlockPointer;
+    if (bp !== HOLE) encodeBlockPointerInto(bp, out, i * BP_BYTES);
+  }
   return out;
 }
 

@@ -215,13 +215,25 @@ export async function syncTree(
   return { root: { bp, levels }, usedDelta };
 }
 
-/** Waits for every promise (no write left running after a failure), then throws the first error. */
-async function settled<T>(promises: readonly (T | Promise<T>)[]): Promise<T[]> {
-  const results = await Promise.allSettled(promises);
-  return results.map((r) => {
-    if (r.status === 'rejected') throw r.reason;
-    return r.value;
+/**
+ * Waits for every promise among `items` (no write left running after a failure), then throws the
+ * first error. Most slots of an indirect block are pointers already: only the promises wait.
+ */
+async function settled<T>(items: readonly (T | Promise<T>)[]): Promise<T[]> {
+  const out = items.slice() as T[];
+  const waits: Promise<void>[] = [];
+  // By slot, so the error thrown is the first slot's whatever order they fail in.
+  const errors = new Map<number, unknown>();
+  items.forEach((item, i) => {
+    if (!(item instanceof Promise)) return;
+    waits.push(item.then(
+      (value) => void (out[i] = value),
+      (reason: unknown) => void errors.set(i, reason),
+    ));
   });
+  await Promise.all(waits);
+  if (errors.size > 0) throw errors.get(Math.min(...errors.keys()));
+  return out;
 }
 
 function padVirtual(kids: readonly (BlockPointer | Virtual)[], level: number): (BlockPointer | Virtual)[] {
