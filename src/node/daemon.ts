@@ -110,7 +110,8 @@ export class NodeDaemon {
       throw e;
     }
     const actualPort = (server.address() as AddressInfo).port;
-    const advertise = options.advertise ?? (port === 0 ? config.advertise.replace(/:\d+\/?$/, `:${actualPort}`) : config.advertise);
+    // Port 0, listened on or advertised (a home made with --listen host:0), is the port it got.
+    const advertise = options.advertise ?? (port === 0 || /:0\/?$/.test(config.advertise) ? config.advertise.replace(/:\d+\/?$/, `:${actualPort}`) : config.advertise);
     const wss = new WebSocketServer(wsServerOptions());
     const failures = opened.failures.map((f) => ({ pool: f.pool, code: f.error.code, message: f.error.message }));
     const daemon = new NodeDaemon(node, advertise.replace(/\/$/, ''), server, wss, pools, metrics, log, options.drainMs ?? DRAIN_MS_DEFAULT, failures);
