@@ -84,7 +84,7 @@ async function push(pool: Pool, request: SendRequest, o: SendOpts, io: CliIo): P
     credentials: pushCredentials(o),
     ...(caFile === undefined ? {} : { caFile }),
     retries: o.retries,
-    ...(local === undefined ? {} : { events: (e: ReplicationEvent) => local.replication(e) }),
+    ...(local === undefined ? {} : { events: (e: ReplicationEvent) => local.replication(e), peers: local.peers }),
     onBytes: (n) => report(n),
     onResume: () => {
       if (o.verbose) io.err.write(`resuming the stopped receive into ${target.dataset} from its token\n`);

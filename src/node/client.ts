@@ -34,7 +34,16 @@ export interface RunIo {
 }
 
 export class MirrorpoolClient {
-  private constructor(readonly rpc: RpcClient, readonly url: string) {}
+  private open = true;
+
+  private constructor(readonly rpc: RpcClient, readonly url: string) {
+    void rpc.closed.then(() => (this.open = false));
+  }
+
+  /** False once the connection closed, from either end. */
+  get isOpen(): boolean {
+    return this.open;
+  }
 
   /** Connects and authenticates; EAUTH when refused, EIO/ETIMEDOUT when the node cannot be reached. */
   static async connect(url: string, credentials: ClientCredentials | string, options: ClientOptions = {}): Promise<MirrorpoolClient> {
@@ -101,8 +110,8 @@ export class MirrorpoolClient {
   }
 
   /** The token a stopped resumable receive into `dataset` left, or null. */
-  async resumeToken(dataset: string): Promise<string | null> {
-    return (await this.call('stream.resumeToken', { dataset })).token;
+  async resumeToken(dataset: string, options: { deadlineMs?: number } = {}): Promise<string | null> {
+    return (await this.call('stream.resumeToken', { dataset }, options)).token;
   }
 
   close(): Promise<void> {

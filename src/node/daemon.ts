@@ -21,6 +21,7 @@ import { daemonMethods } from './daemon-methods.js';
 import { type Logger, createLogger, errorFields } from './log.js';
 import { type NodeMetrics, createNodeMetrics } from './metrics.js';
 import { type LogLevel, type NodeHome, type PeerConfig, loadNodeHome, parseListen, removeRunFile, setLocalNode, writeRunFile } from './node-config.js';
+import { PeerClients } from './peer-clients.js';
 import { ResidentPools } from './resident-pools.js';
 import { type RpcSession, type Scope, scopeAllows, serveConnection, verifyToken, wsServerOptions } from './rpc/index.js';
 
@@ -46,6 +47,8 @@ export class NodeDaemon {
   private draining = false;
   private stopped: Promise<void> | null = null;
   readonly startedAt = new Date();
+  /** Connections to other nodes that `send --to` keeps between pushes. */
+  readonly peerClients = new PeerClients();
   /** The nodes accepted on /rpc: node.json's peers at start, again after each `reloadPeers`. */
   private peers: readonly PeerConfig[];
 
@@ -115,7 +118,7 @@ export class NodeDaemon {
     const wss = new WebSocketServer(wsServerOptions());
     const failures = opened.failures.map((f) => ({ pool: f.pool, code: f.error.code, message: f.error.message }));
     const daemon = new NodeDaemon(node, advertise.replace(/\/$/, ''), server, wss, pools, metrics, log, options.drainMs ?? DRAIN_MS_DEFAULT, failures);
-    setLocalNode({ node, replication: (e) => metrics.replication(e) });
+    setLocalNode({ node, replication: (e) => metrics.replication(e), peers: daemon.peerClients });
     await writeRunFile(node.home, { pid: process.pid, url: daemon.url });
     server.on('request', (req, res) => daemon.onHttp(req, res));
     server.on('upgrade', (req, socket, head) => daemon.onUpgrade(req, socket, head));
@@ -253,6 +256,7 @@ export class NodeDaemon {
     this.server.closeAllConnections();
     await closed;
     await Promise.allSettled([...this.running]);
+    await this.peerClients.close();
     await this.pools.close();
     await removeRunFile(this.node.home);
     setLocalNode(undefined);

@@ -15,6 +15,7 @@ import { mpError } from '../lib/index.js';
 import { removeTempSiblings, writeFileAtomic } from './atomic-file.js';
 import { processAlive } from './vdev-lock.js';
 import { type NodeKeys, checkNodeKeys, generateNodeKeys, nodeIdOf } from './rpc/identity.js';
+import type { PeerClients } from './peer-clients.js';
 
 export const CONFIG_FILE = 'node.json';
 const KEY_FILE = 'node.key';
@@ -257,6 +258,8 @@ export type ReplicationEvent =
 export interface LocalNode {
   readonly node: NodeHome;
   replication(event: ReplicationEvent): void;
+  /** Connections to other nodes kept between pushes (peer-clients.ts). */
+  readonly peers: PeerClients;
 }
 
 /**

@@ -9,11 +9,14 @@ import { type Pool } from '../engine/index.js';
 import { MirrorpoolError, mpError } from '../lib/index.js';
 import { decodeResumeToken } from '../sync/index.js';
 import { MirrorpoolClient } from './client.js';
+import { PeerClients } from './peer-clients.js';
 import type { ReplicationEvent } from './node-config.js';
 import type { ClientCredentials } from './rpc/index.js';
 import { RETRIES_DEFAULT, type ReplicateTarget } from './replicate-target.js';
 import { type SendRequest, sendSource } from './send-source.js';
 
+/** The first call on a kept connection (see attempt). */
+const REUSED_CALL_DEADLINE_MS = 10_000;
 const PAUSE_MS_FIRST = 200;
 const PAUSE_MS_MAX = 5000;
 /** Codes that mean the link or the peer went away, not that the stream is wrong. */
@@ -33,6 +36,8 @@ export interface ReplicateOptions {
   readonly onBytes?: (total: number) => void;
   /** Called when an attempt resumes a stopped receive instead of starting over. */
   readonly onResume?: (token: string) => void;
+  /** Connections kept between pushes (a daemon's); without it each attempt connects and closes. */
+  readonly peers?: PeerClients;
 }
 
 export interface ReplicateResult {
@@ -43,11 +48,19 @@ export interface ReplicateResult {
 
 const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** One attempt: connect, resume if the receiver holds a token for this stream, push. */
+/**
+ * One attempt: connect (or take a connection kept from an earlier push), resume if the receiver
+ * holds a token for this stream, push. A kept connection whose peer went away silently fails
+ * its first call within REUSED_CALL_DEADLINE_MS (as a new one fails to connect), and the retry
+ * connects anew.
+ */
 async function attempt(o: ReplicateOptions, counted: { bytes: number }): Promise<{ snapshot: string }> {
-  const client = await MirrorpoolClient.connect(o.target.url, o.credentials, o.caFile === undefined ? {} : { caFile: o.caFile });
+  const connect = (): Promise<MirrorpoolClient> => MirrorpoolClient.connect(o.target.url, o.credentials, o.caFile === undefined ? {} : { caFile: o.caFile });
+  const key = o.peers === undefined ? undefined : PeerClients.key(o.target.url, o.credentials, o.caFile);
+  const { client, reused } = o.peers !== undefined && key !== undefined ? await o.peers.take(key, connect) : { client: await connect(), reused: false };
+  let ok = false;
   try {
-    const token = await client.resumeToken(o.target.dataset);
+    const token = await client.resumeToken(o.target.dataset, reused ? { deadlineMs: REUSED_CALL_DEADLINE_MS } : {});
     let request: SendRequest = o.request;
     let resumed = false;
     if (token !== null) {
@@ -73,9 +86,11 @@ async function attempt(o: ReplicateOptions, counted: { bytes: number }): Promise
       }
     };
     const result = await client.receive(o.target.dataset, frames(), { resumable: true, force: (o.force ?? false) && !resumed });
+    ok = true;
     return { snapshot: result.snapshot };
   } finally {
-    await client.close();
+    if (ok && o.peers !== undefined && key !== undefined) o.peers.give(key, client);
+    else await client.close();
   }
 }
 

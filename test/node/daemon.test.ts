@@ -118,6 +118,29 @@ describe('two nodes', () => {
     expect((await remote(b, ['get', 'tank/r', 'k3'])).bytes.toString()).toBe('later');
   });
 
+  it('keeps its connection to a node between pushes, and connects anew after that node restarts', async () => {
+    const accepted = (): Promise<number> => metricValue(b.url, admin, 'mirrorpool_transport_connections_total');
+    const push = async (args: readonly string[]): Promise<void> => {
+      const pushed = await remote(a, ['send', ...args, '--to', `${b.url}:tank/kept`]);
+      expect(pushed.code, pushed.err).toBe(0);
+    };
+    expect((await remote(a, ['snapshot', 'tank/d@k1'])).code).toBe(0);
+    const before = await accepted();
+    await push(['tank/d@s1']);
+    await push(['-i', '@s1', 'tank/d@s2']);
+    await push(['-i', '@s2', 'tank/d@k1']);
+    // Three pushes, one connection at most (none when a kept one from an earlier test served).
+    expect((await accepted()) - before).toBeLessThanOrEqual(1);
+    // b restarts at the same address: the kept connection closed with it, and the next push
+    // connects anew.
+    await b.daemon.stop();
+    b.daemon = await startDaemon(b.home, ['--listen', `127.0.0.1:${new URL(b.url).port}`]);
+    expect(b.daemon.url).toBe(b.url);
+    expect((await remote(a, ['snapshot', 'tank/d@k2'])).code).toBe(0);
+    await push(['-i', '@k1', 'tank/d@k2']);
+    expect((await remote(b, ['get', 'tank/kept@k2', 'k3'])).bytes.toString()).toBe('later');
+  });
+
   it('resumes a push whose sending node was killed mid-stream', async () => {
     const big = randomBytes(96 * 1024 * 1024);
     const chunks = Array.from({ length: 96 }, (_, i) => big.subarray(i * 1024 * 1024, (i + 1) * 1024 * 1024));

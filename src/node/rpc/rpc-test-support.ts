@@ -1,7 +1,7 @@
 // Test support for the RPC transport tests: a real http(s) server on 127.0.0.1 with a
 // WebSocketServer({noServer: true}) that hands each upgrade to serveConnection, a TransportEvents
 // that records everything, a small cluster of keys and tokens, and a raw ws client that speaks the
-// frames by hand. Used only by src/node/rpc/*.test.ts.
+// frames by hand. Used only by tests: src/node/rpc/*.test.ts and src/node/peer-clients.test.ts.
 
 import http from 'node:http';
 import https from 'node:https';
