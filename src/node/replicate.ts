@@ -3,7 +3,7 @@
 // asks the receiver for the resume token its stopped receive left, and sends only the rest —
 // from the token's object and offset. Errors of the stream itself (a diverged target, a bad
 // name) are not retried; losing the connection is, with a growing pause, up to `retries` times.
-// Called by cli-stream.ts.
+// Inside a daemon the connection outlives the push (peer-clients.ts). Called by cli-stream.ts.
 
 import { type Pool } from '../engine/index.js';
 import { MirrorpoolError, mpError } from '../lib/index.js';
@@ -56,8 +56,9 @@ const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  */
 async function attempt(o: ReplicateOptions, counted: { bytes: number }): Promise<{ snapshot: string }> {
   const connect = (): Promise<MirrorpoolClient> => MirrorpoolClient.connect(o.target.url, o.credentials, o.caFile === undefined ? {} : { caFile: o.caFile });
-  const key = o.peers === undefined ? undefined : PeerClients.key(o.target.url, o.credentials, o.caFile);
-  const { client, reused } = o.peers !== undefined && key !== undefined ? await o.peers.take(key, connect) : { client: await connect(), reused: false };
+  const key = PeerClients.key(o.target.url, o.credentials, o.caFile);
+  const kept = o.peers !== undefined && key !== undefined ? { peers: o.peers, key } : undefined;
+  const { client, reused } = kept !== undefined ? await kept.peers.take(kept.key, connect) : { client: await connect(), reused: false };
   let ok = false;
   try {
     const token = await client.resumeToken(o.target.dataset, reused ? { deadlineMs: REUSED_CALL_DEADLINE_MS } : {});
@@ -89,7 +90,7 @@ async function attempt(o: ReplicateOptions, counted: { bytes: number }): Promise
     ok = true;
     return { snapshot: result.snapshot };
   } finally {
-    if (ok && o.peers !== undefined && key !== undefined) o.peers.give(key, client);
+    if (ok && kept !== undefined) kept.peers.give(kept.key, client);
     else await client.close();
   }
 }
