@@ -3,7 +3,7 @@ import { type ChangeEvent, changesSince } from './changes.js';
 import type { Pool } from './pool.js';
 import { DNODES_PER_BLOCK } from './dnode.js';
 import { decodeObjsetPhys } from './objset-phys.js';
-import { TEST_TUNING, createSimPool, importSimPool, leafByte, pattern, putKey, simMachine } from './test-support.js';
+import { type SimMachine, TEST_TUNING, createSimPool, importSimPool, leafByte, pattern, putKey, simMachine } from './test-support.js';
 import { lookupBlock } from './tree.js';
 import * as keyed from './keyed.js';
 
@@ -14,6 +14,16 @@ async function events(pool: Pool, snap: string, fromTxg: number, fromSnap?: stri
     for await (const e of changesSince(pool.store, v.os.rootPointer(), fromTxg, from === undefined ? {} : { from })) out.push(e);
     return out;
   });
+}
+
+/** A pool whose tank/a (4 KiB records) holds keys k0..k7 of 20 000 bytes, snapshotted as tank/a@1. */
+async function eightKeysSnapshotted(seed: number): Promise<{ m: SimMachine; pool: Pool }> {
+  const m = simMachine(seed);
+  const pool = await createSimPool(m);
+  await pool.dsl.create('tank/a', new Map([['recordsize', '4K']]));
+  for (let i = 0; i < 8; i++) await putKey(pool, 'tank/a', `k${i}`, pattern(i, 20_000));
+  await pool.dsl.snapshot('tank/a@1');
+  return { m, pool };
 }
 
 const txgOf = async (pool: Pool, name: string): Promise<number> => (await pool.dsl.list({ types: ['snapshot'] })).find((e) => e.name === name)?.createTxg ?? -1;
@@ -76,11 +86,7 @@ describe('changes since a txg', () => {
   });
 
   it('with the from object set, leaves out the objects of a changed dnode block that did not change', async () => {
-    const m = simMachine(23);
-    const pool = await createSimPool(m);
-    await pool.dsl.create('tank/a', new Map([['recordsize', '4K']]));
-    for (let i = 0; i < 8; i++) await putKey(pool, 'tank/a', `k${i}`, pattern(i, 20_000));
-    await pool.dsl.snapshot('tank/a@1');
+    const { pool } = await eightKeysSnapshotted(23);
     const objects = await pool.dsl.withView('tank/a', 'read', async (v) => new Map((await keyed.listKeys(v)).map((k) => [k.key, k.object as number])));
     // One object's data, one's size alone (a longer hole at its end), one removed; the rest as they were.
     await pool.dsl.withView('tank/a', 'write', async (v) => {
@@ -110,11 +116,9 @@ describe('changes since a txg', () => {
 
   it('reports every object of the block when the from object set\'s dnode block cannot be read', async () => {
     // The from object set only shortens the walk: damage there must not fail a send.
-    const m = simMachine(24);
-    let pool = await createSimPool(m);
-    await pool.dsl.create('tank/a', new Map([['recordsize', '4K']]));
-    for (let i = 0; i < 8; i++) await putKey(pool, 'tank/a', `k${i}`, pattern(i, 20_000));
-    await pool.dsl.snapshot('tank/a@1');
+    const made = await eightKeysSnapshotted(24);
+    const m = made.m;
+    let pool = made.pool;
     await pool.dsl.withView('tank/a', 'write', (v) => keyed.writeKey(v, () => pool.assign(), 'k1', 4096, pattern(90, 100)));
     await pool.dsl.snapshot('tank/a@2');
     const fromTxg = await txgOf(pool, 'tank/a@1');
