@@ -21,6 +21,17 @@ async function* each(records: readonly StreamRecord[]): AsyncGenerator<StreamRec
   for (const r of records) yield r;
 }
 
+/** src/d holding 320 small keys, snapshotted as src/d@1 and received whole as dst/d. */
+async function replicatedKeys(srcSeed: number, dstSeed: number): Promise<{ src: Pool; dst: Pool }> {
+  const src = await simPool('src', srcSeed);
+  const dst = await simPool('dst', dstSeed);
+  await src.dsl.create('src/d');
+  for (let i = 0; i < 320; i++) await put(src, 'src/d', `k${i}`, pattern(i, 300));
+  await src.dsl.snapshot('src/d@1');
+  await receiveRecords(dst, 'dst/d', each(await sendAll(src, 'src/d@1')));
+  return { src, dst };
+}
+
 type Op = { op: 'put'; key: number; size: number } | { op: 'write'; key: number; offset: number; size: number } | { op: 'truncate'; key: number; size: number } | { op: 'rm'; key: number };
 
 async function applyOp(pool: Pool, ds: string, o: Op, seed: number): Promise<void> {
@@ -94,12 +105,7 @@ describe('send and receive', () => {
   });
 
   it('leaves alone the objects an incremental stream carries unchanged (the rest of a changed dnode block, from a bookmark)', async () => {
-    const src = await simPool('src', 5);
-    const dst = await simPool('dst', 6);
-    await src.dsl.create('src/d');
-    for (let i = 0; i < 320; i++) await put(src, 'src/d', `k${i}`, pattern(i, 300));
-    await src.dsl.snapshot('src/d@1');
-    await receiveRecords(dst, 'dst/d', each(await sendAll(src, 'src/d@1')));
+    const { src, dst } = await replicatedKeys(5, 6);
     // From a bookmark (the snapshot gone), a send cannot tell which objects of a changed dnode
     // block changed, and carries them all.
     await src.dsl.bookmark('src/d@1', 'src/d#1');
@@ -135,12 +141,7 @@ describe('send and receive', () => {
   });
 
   it('carries only the objects that changed when the from point is a snapshot', async () => {
-    const src = await simPool('src', 7);
-    const dst = await simPool('dst', 8);
-    await src.dsl.create('src/d');
-    for (let i = 0; i < 320; i++) await put(src, 'src/d', `k${i}`, pattern(i, 300));
-    await src.dsl.snapshot('src/d@1');
-    await receiveRecords(dst, 'dst/d', each(await sendAll(src, 'src/d@1')));
+    const { src, dst } = await replicatedKeys(7, 8);
     await src.dsl.bookmark('src/d@1', 'src/d#1');
     // One key in every 32 overwritten in place (a changed object in each dnode block), one grown.
     for (let i = 0; i < 320; i += 32) await src.dsl.withView('src/d', 'write', (v) => keyed.writeKey(v, () => src.assign(), `k${i}`, 0, pattern(1000 + i, 100)));
