@@ -1,12 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { Prng } from '../lib/index.js';
+import { Prng, fletcher4 } from '../lib/index.js';
 import { type Pool, keyed, objectId } from '../engine/index.js';
 import { content, pattern, put, simPool } from './pool-test-support.js';
 import { beginRecord, changeRecords, planSend } from './send.js';
 import { receiveRecords } from './receive.js';
 import { decodeResumeToken, encodeResumeToken, planResume } from './resume-token.js';
-import { RecordKind, type StreamRecord } from './stream-record.js';
+import { RecordKind, type StreamRecord, isVerifiedWrite } from './stream-record.js';
 
 /** The records of a send, END included (the checksum is the encoder's: receive does not check it). */
 async function sendAll(pool: Pool, to: string, from?: string): Promise<StreamRecord[]> {
@@ -102,6 +102,14 @@ describe('send and receive', () => {
     // Two 16 KiB blocks of k7 (the write straddles them) and the key directory's changed blocks.
     expect(bytes(inc)).toBeLessThanOrEqual(2 * 16 * 1024 + 64 * 1024);
     expect(inc.filter((r) => r.kind === RecordKind.object).length).toBeLessThan(40);
+    // Whole blocks go out with their pointer's checksum, verified by the read: encoding trusts
+    // them (verifiedWrite), so every one must match its data.
+    const writes = (await sendAll(src, 'src/d@2')).filter((r) => r.kind === RecordKind.write);
+    expect(writes.length).toBeGreaterThan(32);
+    for (const w of writes) {
+      if (w.data.length === 16 * 1024) expect(isVerifiedWrite(w)).toBe(true);
+      expect(Buffer.from(fletcher4(w.data)).equals(Buffer.from(w.checksum))).toBe(true);
+    }
   });
 
   it('leaves alone the objects an incremental stream carries unchanged (the rest of a changed dnode block, from a bookmark)', async () => {

@@ -10,7 +10,7 @@
 
 import { ChecksumKind, SpareBuffers, assert, mpError } from '../lib/index.js';
 import { type BlockPointer, type ChangeEvent, type Guid, type Pool, type Txg, changesSince, objectId, parseName, txg } from '../engine/index.js';
-import { type BeginRecord, RecordKind, StreamFeature, type StreamRecord, makeWriteRecord } from './stream-record.js';
+import { type BeginRecord, RecordKind, StreamFeature, type StreamRecord, makeWriteRecord, verifiedWrite } from './stream-record.js';
 
 /** Records made ahead of the consumer (their blocks being read). */
 const SEND_READS_IN_FLIGHT = 32;
@@ -287,11 +287,12 @@ function readRun(
 
 /**
  * The WRITE of a whole block as read: the block pointer's fletcher-4, which the read just
- * verified, is the record's checksum (no second pass over the data); other kinds compute it.
+ * verified against these bytes, is the record's checksum, and the record is marked verified so
+ * that encoding does not hash the data again; other kinds compute it.
  */
 function writeRecord(e: DataEvent, offset: number, data: Uint8Array): StreamRecord {
   if (e.bp.checksumKind === ChecksumKind.fletcher4 && e.bp.lsize === data.length) {
-    return { kind: RecordKind.write, object: objectId(e.object), offset, data, checksum: e.bp.checksum };
+    return verifiedWrite({ kind: RecordKind.write, object: objectId(e.object), offset, data, checksum: e.bp.checksum });
   }
   return makeWriteRecord(objectId(e.object), offset, data);
 }

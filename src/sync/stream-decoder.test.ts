@@ -16,6 +16,8 @@ import {
   makeWriteRecord,
 } from './index.js';
 import type { BeginRecord, ObjectRecord, StreamRecord } from './index.js';
+import { encodeWriteParts } from './stream-format.js';
+import { verifiedWrite } from './stream-record.js';
 import { rawRecord } from './stream-test-support.js';
 
 /** The code `fn` fails with, 'no error', or a description of a failure that is not a MirrorpoolError. */
@@ -207,6 +209,15 @@ describe('the encoder writes only what the decoder accepts', () => {
     const w = makeWriteRecord(objectId(5), 0, new Uint8Array([1, 2, 3]));
     w.data[0] = 9;
     expect(codeOf(() => encodeRecord(w))).toBe('ECKSUM');
+  });
+
+  it('takes a verified WRITE on trust, and the decoder still refuses its data if it does not match', () => {
+    const w = verifiedWrite(makeWriteRecord(objectId(5), 0, new Uint8Array([1, 2, 3])));
+    w.data[0] = 9;
+    const body = encodeRecord(w);
+    const { head, tail } = encodeWriteParts(w);
+    expect(Buffer.compare(concatBytes([head, w.data, tail]), body)).toBe(0);
+    expect(codeOf(() => decodeRecord(body))).toBe('ECKSUM');
   });
 
   it('records out of order are EINVAL, and a refused record leaves the encoder usable', () => {

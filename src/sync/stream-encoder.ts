@@ -3,9 +3,10 @@
 // record bytes (length prefixes excluded, so the same records carried one per message checksum the
 // same) and writes END with it.
 //
-// Invariants: the frames it returns form a stream StreamDecoder accepts; a record it refuses
-// (EINVAL, or ECKSUM for a WRITE whose data no longer matches its checksum) changes nothing, and
-// the caller may go on. Used by the sender; one encoder per stream.
+// Invariants: the frames it returns form a stream StreamDecoder accepts (a WRITE its maker marked
+// verified, stream-record.ts, is taken on trust: its data is not hashed again); a record it
+// refuses (EINVAL, or ECKSUM for a WRITE whose data no longer matches its checksum) changes
+// nothing, and the caller may go on. Used by the sender; one encoder per stream.
 
 import { Fletcher4, assert, concatBytes, limits, mpError } from '../lib/index.js';
 import { encodeRecord, encodeWriteParts } from './stream-format.js';

@@ -4,7 +4,8 @@
 //
 // Both directions run the same field checks, so whatever encodeRecord writes decodeRecord reads
 // back, and a record that would not decode is never written: a bad field is EINVAL on encode and
-// EPROTO on decode, a WRITE whose data does not match its checksum is ECKSUM on both. Decoding first
+// EPROTO on decode, a WRITE whose data does not match its checksum is ECKSUM on both (the encoder
+// takes a verified WRITE's pair on trust: stream-record.ts, verifiedWrite). Decoding first
 // passes the bytes through scanRecordBytes (msgpack-scan.ts), so msgpackr only ever parses a flat
 // array of plain scalars.
 //
@@ -21,6 +22,7 @@ import { scanRecordBytes } from './msgpack-scan.js';
 import {
   RECORD_KIND_LABELS,
   RecordKind,
+  isVerifiedWrite,
   STREAM_CHECKSUM_BYTES,
   STREAM_FEATURES_KNOWN,
   STREAM_MAGIC,
@@ -63,7 +65,7 @@ const unpackr = new msgpack.Unpackr({ useRecords: false, mapsAsObjects: false, i
 /** The record's bytes, in a new array the caller owns. EINVAL for a field out of range. */
 export function encodeRecord(r: StreamRecord): Uint8Array {
   const fields = toFields(r);
-  fromFields(fields, 'EINVAL');
+  fromFields(fields, 'EINVAL', r.kind === RecordKind.write && isVerifiedWrite(r));
   const packed = packr.pack(fields);
   const out = new Uint8Array(packed.length);
   out.set(packed);
@@ -79,7 +81,7 @@ export function encodeRecord(r: StreamRecord): Uint8Array {
  */
 export function encodeWriteParts(r: WriteRecord): { readonly head: Uint8Array; readonly tail: Uint8Array } {
   const fields = toFields(r);
-  fromFields(fields, 'EINVAL');
+  fromFields(fields, 'EINVAL', isVerifiedWrite(r));
   const head = new Uint8Array(WRITE_HEAD_BYTES_MAX);
   head[0] = 0x90 + fields.length;
   head[1] = RecordKind.write;
@@ -180,8 +182,11 @@ function toFields(r: StreamRecord): unknown[] {
 
 type FieldCode = Extract<ErrorCode, 'EPROTO' | 'EINVAL'>;
 
-/** Checks every field of a record in wire form and builds the record. */
-function fromFields(values: readonly unknown[], code: FieldCode): StreamRecord {
+/**
+ * Checks every field of a record in wire form and builds the record; a WRITE's data against its
+ * checksum unless `dataVerified` (its maker did: stream-record.ts, verifiedWrite).
+ */
+function fromFields(values: readonly unknown[], code: FieldCode, dataVerified = false): StreamRecord {
   const kind = values[0];
   if (!isRecordKind(kind)) {
     throw mpError(code, `stream record: unknown record kind ${String(kind)}`, { kind: String(kind) });
@@ -205,7 +210,7 @@ function fromFields(values: readonly unknown[], code: FieldCode): StreamRecord {
       return { kind, first: first as ObjectId, count: f.int(2, 1, SAFE - first) };
     }
     case RecordKind.write:
-      return readWrite(f);
+      return readWrite(f, dataVerified);
     case RecordKind.free: {
       f.count();
       const offset = f.int(2, 0, SAFE);
@@ -253,13 +258,13 @@ function readBegin(f: Fields): BeginRecord {
     resumeOffset };
 }
 
-function readWrite(f: Fields): StreamRecord {
+function readWrite(f: Fields, dataVerified: boolean): StreamRecord {
   f.count();
   const object = f.int(1, 1, SAFE) as ObjectId;
   const offset = f.int(2, 0, SAFE);
   const data = f.bytes(3, 1, Math.min(limits.streamWriteBytesMax, SAFE - offset));
   const checksum = f.bytes(4, STREAM_CHECKSUM_BYTES, STREAM_CHECKSUM_BYTES);
-  if (!bytesEqual(fletcher4(data), checksum)) {
+  if (!dataVerified && !bytesEqual(fletcher4(data), checksum)) {
     throw mpError('ECKSUM', `WRITE: data of object ${object} at offset ${offset} does not match its checksum`,
       { record: 'WRITE', object, offset, length: data.length });
   }

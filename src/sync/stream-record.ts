@@ -153,6 +153,23 @@ export function recordKindName(kind: RecordKind): RecordKindName {
   return KIND_NAMES[kind];
 }
 
+/**
+ * WRITE records whose maker verified the checksum against the data, in the buffer the record
+ * keeps (a send's block reads check each block against its pointer's fletcher-4): encoding trusts
+ * the pair instead of hashing the data again. A receiver checks every WRITE all the same.
+ */
+const verifiedWrites = new WeakSet<WriteRecord>();
+
+/** Marks `r` as verified by its maker (see verifiedWrites); returns it. */
+export function verifiedWrite(r: WriteRecord): WriteRecord {
+  verifiedWrites.add(r);
+  return r;
+}
+
+export function isVerifiedWrite(r: WriteRecord): boolean {
+  return verifiedWrites.has(r);
+}
+
 /** A WRITE record with its checksum computed; the record keeps (does not copy) `data`. */
 export function makeWriteRecord(object: ObjectId, offset: number, data: Uint8Array): WriteRecord {
   return { kind: RecordKind.write, object, offset, data, checksum: fletcher4(data) };
