@@ -144,6 +144,47 @@ describe('fletcher4', () => {
     expect(toHex(hasher.digest())).toBe(toHex(reference(data)));
   });
 
+  it('pad() zero-fills a partial word: the digest of the pieces, each padded, back to back', () => {
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 40 }), { maxLength: 8 }), (pieces) => {
+        const hasher = new Fletcher4();
+        for (const p of pieces) hasher.update(p).pad();
+        const padded = pieces.map((p) => Buffer.concat([p, new Uint8Array((4 - (p.length % 4)) % 4)]));
+        expect(toHex(hasher.digest())).toBe(toHex(reference(Buffer.concat(padded))));
+      }),
+      { seed: 0xf5, numRuns: 300 },
+    );
+  });
+
+  it('append() of a piece\'s digest gives the state reading the piece would', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.uint8Array({ maxLength: 300 }), fc.boolean()), { maxLength: 8 }),
+        (pieces) => {
+          const read = new Fletcher4();
+          const appended = new Fletcher4();
+          for (const [p, byDigest] of pieces) {
+            read.pad().update(p).pad();
+            if (byDigest) appended.append(fletcher4(p), p.length);
+            else appended.pad().update(p).pad();
+          }
+          expect(toHex(appended.digest())).toBe(toHex(read.digest()));
+        },
+      ),
+      { seed: 0xf6, numRuns: 300 },
+    );
+  });
+
+  it('append() wraps at 2^64 as reading does, for a piece as large as a stream WRITE', () => {
+    // Both the state before (64 KiB of 0xff overflows c and d) and the piece itself wrap.
+    const before = new Uint8Array(64 * 1024 + 3).fill(0xff);
+    const piece = randomBytes(new Prng(7), limits.streamWriteBytesMax - 1);
+    piece.fill(0xff, 0, 4096);
+    const appended = new Fletcher4().update(before).append(fletcher4(piece), piece.length).digest();
+    const whole = Buffer.concat([before, new Uint8Array(1), piece, new Uint8Array(1)]);
+    expect(toHex(appended)).toBe(toHex(reference(whole)));
+  });
+
   it('matches the fixed vectors kept in fletcher4.vectors.json', () => {
     expect(vectorFile.vectors.length).toBeGreaterThanOrEqual(5);
     for (const spec of vectorFile.vectors) {

@@ -6,6 +6,10 @@
 // copies the input through the module's memory in bounded chunks. A trailing 1-3 bytes are padded
 // with zeros to a full word, so fletcher4(x) equals any incremental split of x.
 //
+// The accumulators after a run of n words are linear in the accumulators before it, so a run
+// whose own fletcher-4 is known can be taken in without reading it (Fletcher4.append): the send
+// stream's running checksum takes each block this way, its checksum already computed for it.
+//
 // Used for block pointer checksums (engine) and the running stream checksum (sync).
 
 import { assert } from './assert.js';
@@ -132,14 +136,45 @@ export class Fletcher4 {
     return this;
   }
 
-  /** The 32-byte digest; the hasher is finished afterwards. */
-  digest(): Uint8Array {
-    assert(!this.finished, 'fletcher4: digest twice');
+  /** Pads a trailing 1-3 bytes with zeros to a full word, so that what follows starts a word. */
+  pad(): this {
+    assert(!this.finished, 'fletcher4: pad after digest');
     if (this.tailBytes > 0) {
       this.tail.fill(0, this.tailBytes);
       this.fold(this.tail);
       this.tailBytes = 0;
     }
+    return this;
+  }
+
+  /**
+   * pad(), then `byteLength` bytes whose own fletcher-4 is `digest`, without the bytes: the same
+   * state as pad().update(bytes).pad(). With (a, b, c, d) the state before and n the run's words,
+   * the state after is a + a', b + n a + b', c + n b + T2 a + c', d + n c + T2 b + T3 a + d', where
+   * (a', b', c', d') is `digest`, T2 = n(n+1)/2 and T3 = n(n+1)(n+2)/6, all modulo 2^64.
+   */
+  append(digest: Uint8Array, byteLength: number): this {
+    assert(digest.length === FLETCHER4_DIGEST_BYTES && Number.isSafeInteger(byteLength) && byteLength >= 0);
+    this.pad();
+    const n = BigInt(Math.ceil(byteLength / 4));
+    const t2 = (n * (n + 1n)) / 2n;
+    const t3 = (n * (n + 1n) * (n + 2n)) / 6n;
+    const s = new DataView(this.state.buffer);
+    const r = new DataView(digest.buffer, digest.byteOffset, FLETCHER4_DIGEST_BYTES);
+    const [a, b, c, d] = [0, 8, 16, 24].map((at) => s.getBigUint64(at, true)) as [bigint, bigint, bigint, bigint];
+    const [a2, b2, c2, d2] = [0, 8, 16, 24].map((at) => r.getBigUint64(at, true)) as [bigint, bigint, bigint, bigint];
+    // setBigUint64 keeps the low 64 bits: the wrap at 2^64.
+    s.setBigUint64(0, a + a2, true);
+    s.setBigUint64(8, b + n * a + b2, true);
+    s.setBigUint64(16, c + n * b + t2 * a + c2, true);
+    s.setBigUint64(24, d + n * c + t2 * b + t3 * a + d2, true);
+    return this;
+  }
+
+  /** The 32-byte digest; the hasher is finished afterwards. */
+  digest(): Uint8Array {
+    assert(!this.finished, 'fletcher4: digest twice');
+    this.pad();
     this.finished = true;
     return this.state.slice();
   }

@@ -16,8 +16,8 @@
 // buffer of its own: a fresh array, or one from the caller's frameBuffer (receiveStream reuses
 // them once their records are applied).
 
-import { Fletcher4, MirrorpoolError, assert, bytesEqual, limits, mpError } from '../lib/index.js';
-import { decodeRecord } from './stream-format.js';
+import { MirrorpoolError, assert, bytesEqual, limits, mpError } from '../lib/index.js';
+import { StreamChecksum, decodeRecord } from './stream-format.js';
 import { FRAME_PREFIX_BYTES } from './stream-encoder.js';
 import { StreamOrder } from './stream-order.js';
 import { RecordKind, emptyRecordCounts, recordKindName } from './stream-record.js';
@@ -42,7 +42,7 @@ export class StreamDecoder {
   private readonly recordBytesMax: number;
   private readonly stopAtEnd: boolean;
   private readonly order = new StreamOrder('EPROTO');
-  private readonly running = new Fletcher4();
+  private readonly running = new StreamChecksum();
   private readonly recordCounts = emptyRecordCounts();
   private readonly prefix = new Uint8Array(FRAME_PREFIX_BYTES);
   private readonly prefixView = new DataView(this.prefix.buffer);
@@ -213,8 +213,10 @@ export class StreamDecoder {
       if (!bytesEqual(this.running.digest(), r.checksum)) {
         throw mpError('ECKSUM', 'END checksum does not match the stream', { consumedBytes: this.consumed });
       }
+    } else if (r.kind === RecordKind.write) {
+      this.running.decodedWrite(bytes, r);
     } else {
-      this.running.update(bytes);
+      this.running.record(bytes);
     }
     this.consumed += FRAME_PREFIX_BYTES + bytes.length;
     this.recordCounts[recordKindName(r.kind)]++;

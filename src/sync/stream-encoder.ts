@@ -1,15 +1,15 @@
 // Records -> frames for byte streams (pipes, files). A frame is a u32 little-endian length and
-// that many bytes of one encoded record. The encoder keeps the running fletcher-4 over the encoded
-// record bytes (length prefixes excluded, so the same records carried one per message checksum the
-// same) and writes END with it.
+// that many bytes of one encoded record. The encoder keeps the running checksum over the encoded
+// records (StreamChecksum; length prefixes excluded, so the same records carried one per message
+// checksum the same) and writes END with it.
 //
 // Invariants: the frames it returns form a stream StreamDecoder accepts (a WRITE its maker marked
 // verified, stream-record.ts, is taken on trust: its data is not hashed again); a record it
 // refuses (EINVAL, or ECKSUM for a WRITE whose data no longer matches its checksum) changes
 // nothing, and the caller may go on. Used by the sender; one encoder per stream.
 
-import { Fletcher4, assert, concatBytes, limits, mpError } from '../lib/index.js';
-import { encodeRecord, encodeWriteParts } from './stream-format.js';
+import { assert, concatBytes, limits, mpError } from '../lib/index.js';
+import { StreamChecksum, encodeRecord, encodeWriteParts } from './stream-format.js';
 import { RecordKind, emptyRecordCounts, recordKindName } from './stream-record.js';
 import type { EndRecord, RecordCounts, StreamRecord } from './stream-record.js';
 import { StreamOrder } from './stream-order.js';
@@ -19,7 +19,7 @@ export const FRAME_PREFIX_BYTES = 4;
 
 export class StreamEncoder {
   private readonly order = new StreamOrder('EINVAL');
-  private readonly running = new Fletcher4();
+  private readonly running = new StreamChecksum();
   private readonly recordCounts = emptyRecordCounts();
   private frameBytes = 0;
 
@@ -52,7 +52,7 @@ export class StreamEncoder {
     if (r.kind !== RecordKind.write) {
       const body = encodeRecord(r);
       this.order.accept(r);
-      this.running.update(body);
+      this.running.record(body);
       return [this.frame(r, body)];
     }
     const { head, tail } = encodeWriteParts(r);
@@ -62,7 +62,7 @@ export class StreamEncoder {
     const first = new Uint8Array(FRAME_PREFIX_BYTES + head.length);
     new DataView(first.buffer).setUint32(0, bodyBytes, true);
     first.set(head, FRAME_PREFIX_BYTES);
-    this.running.update(head).update(r.data).update(tail);
+    this.running.write(head, r, tail);
     this.frameBytes += FRAME_PREFIX_BYTES + bodyBytes;
     this.recordCounts.write++;
     return [first, r.data, tail];

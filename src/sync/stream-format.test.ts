@@ -5,12 +5,13 @@
 // Field-by-field rejections and the sequence rules are in stream-decoder.test.ts.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { MirrorpoolError, Prng, concatBytes, limits, toHex } from '../lib/index.js';
+import { MirrorpoolError, Prng, concatBytes, fletcher4, limits, toHex } from '../lib/index.js';
 import { guid, objectId, txg } from '../engine/index.js';
 import {
   RecordKind,
   StreamDecoder,
   StreamEncoder,
+  STREAM_VERSION,
   StreamFeature,
   decodeRecord,
   encodeRecord,
@@ -222,6 +223,22 @@ describe('stream records', () => {
     frames.push(toHex(encoder.end()));
     expect(frames).toEqual(GOLDEN_FRAMES);
   });
+
+  it('END carries fletcher-4 of the records with each record and each WRITE\'s data padded to whole words', () => {
+    // Read byte by byte here, with the zeros written out: the encoder takes the WRITE's data in
+    // through its checksum field (Fletcher4.append) and must come to the same sum.
+    const bodies = GOLDEN_FRAMES.map((hex) => Buffer.from(hex, 'hex').subarray(4));
+    const padded = (b: Uint8Array): Uint8Array => concatBytes([b, new Uint8Array((4 - (b.length % 4)) % 4)]);
+    const pieces = bodies.slice(0, -1).flatMap((body) => {
+      const r = decodeRecord(body);
+      if (r.kind !== RecordKind.write) return [padded(body)];
+      const at = body.indexOf(Buffer.from(r.data));
+      return [padded(body.subarray(0, at)), padded(r.data), padded(body.subarray(at + r.data.length))];
+    });
+    const end = decodeRecord(bodies.at(-1)!);
+    expect(end.kind).toBe(RecordKind.end);
+    if (end.kind === RecordKind.end) expect(toHex(end.checksum)).toBe(toHex(fletcher4(concatBytes(pieces))));
+  });
 });
 
 describe('stream framing', () => {
@@ -330,11 +347,11 @@ function mutate(s: BuiltStream, prng: Prng): Mutation {
     }
     case 6: {
       const magic = ['MPSTREAN', 'mpstream', '', 'MPSTREAM\u0000', 'ZFSSTREAM'][prng.int(5)]!;
-      const body = rawRecord([1, magic, 1, begin.features, begin.toGuid, begin.fromGuid, begin.toName, begin.creationMs, begin.toTxg, begin.fromTxg, 0, 0]);
+      const body = rawRecord([1, magic, STREAM_VERSION, begin.features, begin.toGuid, begin.fromGuid, begin.toName, begin.creationMs, begin.toTxg, begin.fromTxg, 0, 0]);
       return withFrames(`magic ${JSON.stringify(magic)}`, [frameOf(body), ...s.frames.slice(1)]);
     }
     case 7: {
-      const version = [0, 2, 3, 255, 0xffff_ffff][prng.int(5)]!;
+      const version = [0, 1, STREAM_VERSION + 1, 255, 0xffff_ffff][prng.int(5)]!;
       const body = rawRecord([1, 'MPSTREAM', version, begin.features, begin.toGuid, begin.fromGuid, begin.toName, begin.creationMs, begin.toTxg, begin.fromTxg, 0, 0]);
       return withFrames(`version ${version}`, [frameOf(body), ...s.frames.slice(1)]);
     }
@@ -412,16 +429,16 @@ describe('damaged streams', () => {
   });
 });
 
-// Pinned from this codec's first version; a change here is a wire format change.
+// Pinned from stream version 2; a change here is a wire format change.
 // Frame = u32 LE length, then the msgpack array: kind, fields (see docs/stream-format.md).
 const GOLDEN_FRAMES: readonly string[] = [
-  '380000009c01a84d5053545245414d0101d30123456789abcdefcffedcba9876543210ab74616e6b2f686f6d654062cb4278bcfe568000002a070000',
+  '380000009c01a84d5053545245414d0201d30123456789abcdefcffedcba9876543210ab74616e6b2f686f6d654062cb4278bcfe568000002a070000',
   '1200000098020502cd1000ce0002000001c40201020a',
   '3200000095040500c40a6d6972726f72706f6f6cc4204b48e3e100000000948d3836020000004a3c00fd030000006d543a3606000000',
   '0f000000940505cd1000cb4270000000000000',
   '0400000093030603',
   '1a0000009506ac74616e6b2f686f6d65406132d300000000000000630509',
-  '2d0000009307c420fb0cbca90d000000a8ae397e54010000ae194264eb140000c7dd0c680cf70000d30123456789abcdef',
+  '2d0000009307c420adb66ba00c000000f2e579cb4a0100005109184d2e16000044ddb1856d190100d30123456789abcdef',
 ];
 
 describe('WRITE records in parts', () => {

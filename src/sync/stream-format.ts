@@ -14,7 +14,7 @@
 
 import type { Options as MsgpackOptions, Packr, Unpackr } from 'msgpackr';
 import * as msgpackPure from 'msgpackr/pack';
-import { assert, bytesEqual, fletcher4, hasCode, limits, mpError } from '../lib/index.js';
+import { Fletcher4, assert, bytesEqual, fletcher4, hasCode, limits, mpError } from '../lib/index.js';
 import type { ErrorCode } from '../lib/index.js';
 import { BONUS_BYTES_MAX, NAME_BYTES_MAX, parseName } from '../engine/index.js';
 import type { Guid, ObjectId, Txg } from '../engine/index.js';
@@ -107,6 +107,39 @@ export function encodeWriteParts(r: WriteRecord): { readonly head: Uint8Array; r
   tail.set(r.checksum, 2);
   assert(at + length + tail.length <= limits.streamRecordBytesMax, 'encoded WRITE exceeds the record bound');
   return { head: head.subarray(0, at), tail };
+}
+
+/**
+ * The running checksum END carries: fletcher-4 over the bytes of every record before END, in
+ * order, with zeros inserted so that each record, and each WRITE's data, starts and ends on a
+ * 32-bit word. A WRITE's data, whose own fletcher-4 is its checksum field, is taken in through
+ * that field (Fletcher4.append) instead of being read again; callers check the field against the
+ * data first (the decoder always, the encoder unless the WRITE is a verified one).
+ */
+export class StreamChecksum {
+  private readonly sum = new Fletcher4();
+
+  /** A record other than WRITE, as encoded. */
+  record(body: Uint8Array): void {
+    this.sum.update(body).pad();
+  }
+
+  /** WRITE `r` as encoded: `head`, then r.data, then `tail` (encodeWriteParts). */
+  write(head: Uint8Array, r: WriteRecord, tail: Uint8Array): void {
+    this.sum.update(head).append(r.checksum, r.data.length).update(tail).pad();
+  }
+
+  /** WRITE `r` as decodeRecord returned it from `body`, its data a view into `body`. */
+  decodedWrite(body: Uint8Array, r: WriteRecord): void {
+    const at = r.data.byteOffset - body.byteOffset;
+    assert(r.data.buffer === body.buffer && at >= 0 && at + r.data.length <= body.length, 'WRITE data is not a view into its record');
+    this.write(body.subarray(0, at), r, body.subarray(at + r.data.length));
+  }
+
+  /** The checksum; the object is finished afterwards. */
+  digest(): Uint8Array {
+    return this.sum.digest();
+  }
 }
 
 /** Bytes of a WRITE head at most: array, kind, two ints of up to 9 bytes, a bin32 header. */

@@ -34,7 +34,7 @@ export const RECORD_KIND_LABELS: Readonly<Record<RecordKind, string>> = {
 };
 
 export const STREAM_MAGIC = 'MPSTREAM';
-export const STREAM_VERSION = 1;
+export const STREAM_VERSION = 2;
 
 /** BEGIN.features bits. A decoder refuses (ENOTSUP) a stream with a bit it does not know. */
 export const StreamFeature = {
