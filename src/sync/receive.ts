@@ -74,7 +74,26 @@ export async function receiveRecords(pool: Pool, target: string, records: AsyncI
   const snapName = begin.toName.slice(begin.toName.indexOf('@') + 1);
   const resumed = begin.resumeObject > 0 || begin.resumeOffset > 0;
   if (resumed) checkResume(pool, target, begin);
-  else await pool.dsl.receiveBegin(target, await prepareTarget(pool, target, begin, options.force === true));
+  // The temporary dataset is made in a txg of its own while the first batch arrives: nothing is
+  // applied before it exists, and a failure to make it is the receive's error at once, however
+  // slowly the stream comes (there is then nothing to abort or suspend).
+  let beginFailure: { readonly error: Error } | undefined;
+  let beginSettled = resumed;
+  const begun = resumed
+    ? Promise.resolve()
+    : prepareTarget(pool, target, begin, options.force === true)
+      .then((from) => pool.dsl.receiveBegin(target, from))
+      .catch((e: unknown) => void (beginFailure = { error: e instanceof Error ? e : new Error(String(e)) }))
+      .finally(() => (beginSettled = true));
+  const beginFailed = new Promise<never>((_, reject) => {
+    void begun.then(() => beginFailure !== undefined && reject(beginFailure.error));
+  });
+  beginFailed.catch(() => undefined);
+  const whenBegun = async (): Promise<void> => {
+    await begun;
+    if (beginFailure !== undefined) throw beginFailure.error;
+  };
+  const nextRecord = (): Promise<IteratorResult<StreamRecord>> => (beginSettled ? it.next() : Promise.race([it.next(), beginFailed]));
   const temp = `${target}%recv`;
   const progress: ReceiveProgress = { records: 1, dataBytes: 0 };
   // How far the applied records reach, in stream order: where a resumed stream starts (object
@@ -102,8 +121,8 @@ export async function receiveRecords(pool: Pool, target: string, records: AsyncI
       // A resumable receive keeps what arrived before the stream broke: the batch so far goes in.
       let broken = null as Error | null;
       while (!ended && broken === null && batch.length < RECORDS_PER_TX && bytes < BATCH_BYTES_MAX) {
-        const next = await it.next().catch((e: unknown) => {
-          if (options.resumable !== true) throw e;
+        const next = await nextRecord().catch((e: unknown) => {
+          if (beginFailure !== undefined || options.resumable !== true) throw e;
           broken = e instanceof Error ? e : new Error(String(e));
           return null;
         });
@@ -126,12 +145,15 @@ export async function receiveRecords(pool: Pool, target: string, records: AsyncI
           if (r.kind === RecordKind.write) bytes += r.data.length;
         }
       }
+      await whenBegun();
       if (batch.length > 0) await applyBatch(batch);
       hooks.applied?.();
       if (broken !== null) throw broken;
     }
     await pool.dsl.receiveEnd(target, { name: snapName, guid: begin.toGuid, creationMs: begin.creationMs });
   } catch (e) {
+    await begun;
+    if (beginFailure !== undefined) throw beginFailure.error;
     if (options.resumable === true) throw await suspend(pool, target, begin, at, e);
     await pool.dsl.receiveAbort(target).catch(() => undefined);
     throw e;

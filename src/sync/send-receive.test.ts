@@ -252,6 +252,18 @@ describe('send and receive', () => {
     // A snapshot of its own is a divergence too.
     await dst.dsl.snapshot('dst/d@mine');
     await expect(receiveRecords(dst, 'dst/d', each(stream))).rejects.toMatchObject({ code: 'ESTALE' });
+    // The refusal does not wait for more of the stream: here the rest never comes. The stream
+    // is read while the target is checked, so only a refusal that comes first can end this.
+    let stalled = false;
+    async function* stalls(): AsyncGenerator<StreamRecord> {
+      yield stream[0]!;
+      stalled = true;
+      await new Promise(() => undefined);
+    }
+    await expect(receiveRecords(dst, 'dst/d', stalls(), { resumable: true })).rejects.toMatchObject({ code: 'ESTALE' });
+    expect(stalled).toBe(true);
+    expect(await content(dst, 'dst/d')).toBe(before);
+    expect((await dst.dsl.list()).map((e) => e.name)).toEqual(['dst', 'dst/d']);
     await receiveRecords(dst, 'dst/d', each(stream), { force: true });
     expect(await content(dst, 'dst/d')).toBe(await content(src, 'src/d@2'));
     expect((await dst.dsl.list({ types: ['snapshot'] })).map((e) => e.name)).toEqual(['dst/d@1', 'dst/d@2']);
