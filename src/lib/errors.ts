@@ -14,7 +14,7 @@ export const ERROR_CODES = {
   ECKSUM: 'Data read back failed its checksum and no good copy exists.',
   EROFS: 'The target is read-only (a snapshot, or a dataset with readonly=on).',
   ETIMEDOUT: 'An operation did not finish before its deadline.',
-  ECANCELED: 'The operation was canceled by its caller or by shutdown.',
+  ECANCELED: 'The operation was canceled by its caller or by shutdown; in the CLI, also the reader of stdout went away (a closed pipe).',
   EQUORUM: 'Not enough masters answered to form a quorum; details carry the tally.',
   ESTALE: 'The request names a state that is no longer current (an old epoch, token or guid).',
   EPROTO: 'Bytes on disk, in a stream or on the wire do not follow the format.',

@@ -8,7 +8,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { MirrorpoolError, mpError } from '../lib/index.js';
 import { type CliIo } from './cli-common.js';
-import { addDataCommands } from './cli-data.js';
+import { addDataCommands, fsError } from './cli-data.js';
 import { addDatasetCommands } from './cli-dataset.js';
 import { addStreamCommands } from './cli-stream.js';
 import { addNodeCommands } from './cli-node.js';
@@ -102,6 +102,42 @@ function failure(e: unknown, io: CliIo): number {
  * with the same entry point.
  */
 export async function main(argv: readonly string[], io: CliIo = { out: process.stdout, err: process.stderr }): Promise<number> {
+  const out = watchSink(io.out);
+  const err = watchSink(io.err);
+  let status: number;
+  try {
+    status = await mainOn(argv, io);
+    // A pipe write fails at once but reports it on the next tick: let that report arrive.
+    await new Promise((resolve) => setImmediate(resolve));
+  } finally {
+    out.stop();
+    err.stop();
+  }
+  const lost = out.failure();
+  // A command that failed has said why (send reports its own lost reader).
+  if (lost === undefined || status !== 0) return status;
+  const coded = fsError(lost, 'stdout');
+  return failure(coded instanceof MirrorpoolError ? coded : mpError('EIO', `stdout: ${coded.message}`, { path: 'stdout' }, lost), io);
+}
+
+/**
+ * Catches the write errors of a text sink that is an event emitter (the process's stdout and
+ * stderr) while a command runs: a reader that went away (EPIPE) would otherwise be an unhandled
+ * 'error' event, a crash with a stack trace. The first one is kept; main() then ends the command
+ * with it (ECANCELED for EPIPE, as `send` does). An error of stderr has nowhere to be told.
+ */
+function watchSink(sink: object): { failure(): Error | undefined; stop(): void } {
+  const emitter = sink as Partial<Pick<NodeJS.EventEmitter, 'on' | 'off'>>;
+  if (typeof emitter.on !== 'function' || typeof emitter.off !== 'function') return { failure: () => undefined, stop: () => undefined };
+  let first: Error | undefined;
+  const onError = (e: Error): void => {
+    first ??= e;
+  };
+  emitter.on('error', onError);
+  return { failure: () => first, stop: () => emitter.off?.('error', onError) };
+}
+
+async function mainOn(argv: readonly string[], io: CliIo): Promise<number> {
   const tail = process.argv.slice(-argv.length);
   const launch = { entry: argv.length > 0 && tail.every((a, i) => a === argv[i]) ? [...process.execArgv, ...process.argv.slice(1, -argv.length)] : [] };
   const { options, rest } = splitConnectionOptions(argv);

@@ -2,7 +2,8 @@
 // send writes file descriptor 1 and recv reads file descriptor 0 themselves (process-stdio.ts),
 // so these are the tests of those paths. Full and incremental streams arrive byte-identical;
 // recv reads a stream file and a Node pipe (a socket pair) as well; a reader that goes away
-// makes send fail with ECANCELED; a cut stream fails recv and leaves the target as it was.
+// makes send fail with ECANCELED, and a text command too (no crash); a cut stream fails recv
+// and leaves the target as it was.
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -79,6 +80,18 @@ describe('send | recv between two processes', () => {
     const r = shell(`${CLI} --home '${home}' send src/d@s1 | head -c 1000 > /dev/null`);
     expect(r.code).not.toBe(0);
     expect(r.err).toContain('ECANCELED');
+  });
+
+  it('ends a text command whose reader went away with ECANCELED, not a crash', async () => {
+    // The read end closes at once; the CLI writes its text a few hundred milliseconds later.
+    for (const args of [['--version'], ['--help'], ['--home', home, 'dataset', 'list']]) {
+      const child = spawn(process.execPath, ['bin/mirrorpool.js', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout.destroy();
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const code = await new Promise<number | null>((done) => child.once('close', (c) => done(c)));
+      expect({ args, code, err }).toEqual({ args, code: 1, err: 'mirrorpool: ECANCELED: stdout: the reader went away\n' });
+    }
   });
 
   it('refuses a cut stream and leaves the target as it was', async () => {
