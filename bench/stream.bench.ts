@@ -15,6 +15,9 @@
 //     equivalent file tree (1024 files of 1 MiB, the same 128 KiB pieces changed) onto a copy of
 //     the base tree (also the median of REPLICATE_ROUNDS, the replaced files put back between
 //     them: single runs swung from 282 to 361 ms): time ratio, target <= 0.2x;
+//   - informational, the floor under that figure: two Node processes in a pipe that start and
+//     exit (`node -e 0 | node -e 0`), against the same rsync; the log line also gives two CLI
+//     processes that load the CLI and exit (`--version | --version`);
 //   - the same change replicated between two running nodes (`send --to`, asked of the sending
 //     node by a client that is already connected; the median of 9 pushes after 20 that let V8
 //     finish compiling, see replicateBetweenNodes), against the same rsync; and, informational,
@@ -81,19 +84,25 @@ function shellWord(s: string): string {
 }
 
 /**
- * `mirrorpool send ... | mirrorpool recv ...` as two processes joined by an OS pipe, set up by
- * bash as a user's shell would (pipefail: either side failing fails the run); wall ms. The two
- * processes' stdio used to be socket pairs to this process, which relayed every byte itself: a
- * third process copying the stream on the same two cores, which a real pipeline does not have.
+ * `mirrorpool <left> | mirrorpool <right>` (send | recv) as two processes joined by an OS pipe;
+ * wall ms. The two processes' stdio used to be socket pairs to this process, which relayed every
+ * byte itself: a third process copying the stream on the same two cores, which a real pipeline
+ * does not have.
  */
-async function pipeline(home: string, sendArgs: readonly string[], recvArgs: readonly string[]): Promise<number> {
-  const side = (args: readonly string[]): string => [process.execPath, BIN, '--home', home, ...args].map(shellWord).join(' ');
+async function pipeline(home: string, left: readonly string[], right: readonly string[]): Promise<number> {
+  const cli = (args: readonly string[]): string[] => [process.execPath, BIN, '--home', home, ...args];
+  return shellPipe(cli(left), cli(right));
+}
+
+/** `left | right` (argv of each side), set up by bash as a user's shell would (pipefail: either side failing fails the run); wall ms. */
+async function shellPipe(left: readonly string[], right: readonly string[]): Promise<number> {
+  const side = (argv: readonly string[]): string => argv.map(shellWord).join(' ');
   const start = performance.now();
-  const shell = spawn('bash', ['-o', 'pipefail', '-c', `${side(['send', ...sendArgs])} | ${side(['recv', ...recvArgs])}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const shell = spawn('bash', ['-o', 'pipefail', '-c', `${side(left)} | ${side(right)}`], { stdio: ['ignore', 'ignore', 'pipe'] });
   let errors = '';
   shell.stderr.on('data', (d: Buffer) => (errors += d.toString()));
   const code = await new Promise<number | null>((resolve) => shell.on('close', resolve));
-  if (code !== 0) throw new Error(`bench: send | recv failed (${code}): ${errors}`);
+  if (code !== 0) throw new Error(`bench: ${side(left)} | ${side(right)} failed (${code}): ${errors}`);
   return performance.now() - start;
 }
 
@@ -268,7 +277,7 @@ export async function run(): Promise<Figure[]> {
       if (round > 0) cli(home, ['dataset', 'destroy', '-r', 'dst/d']);
       await readThrough(srcPath);
       spawnSync('sync');
-      pipeRuns.push(await pipeline(home, ['src/d@base'], ['dst/d']));
+      pipeRuns.push(await pipeline(home, ['send', 'src/d@base'], ['recv', 'dst/d']));
       await readThrough(streamFile);
       spawnSync('sync');
       copyRuns.push(copyWithFsync(streamFile, join(dir, 'stream.copy')));
@@ -310,18 +319,28 @@ export async function run(): Promise<Figure[]> {
     const rsyncMs = median(rsyncRuns);
     const rsyncSyncedMs = median(rsyncSyncedRuns);
     // dst/d moves to p0 first; p0 -> p1 is exactly the 1 % change.
-    await pipeline(home, ['-i', '@base', 'src/d@p0'], ['dst/d']);
+    await pipeline(home, ['send', '-i', '@base', 'src/d@p0'], ['recv', 'dst/d']);
     const replRuns: number[] = [];
     for (let round = 0; round < REPLICATE_ROUNDS; round++) {
       if (round > 0) cli(home, ['rollback', '-r', 'dst/d@p0']);
       spawnSync('sync');
-      replRuns.push(await pipeline(home, ['-i', '@p0', 'src/d@p1'], ['dst/d']));
+      replRuns.push(await pipeline(home, ['send', '-i', '@p0', 'src/d@p1'], ['recv', 'dst/d']));
     }
     const replMs = median(replRuns);
+    // The floor under that figure: two Node processes in a pipe that start and exit at once
+    // (`node -e 0`), and two CLI processes that also load the CLI (`--version`), with no pool
+    // opened and no byte of stream. No two-process pipeline of Node takes less than the first.
+    const nodeFloorRuns: number[] = [];
+    const cliFloorRuns: number[] = [];
+    for (let round = 0; round < REPLICATE_ROUNDS; round++) {
+      nodeFloorRuns.push(await shellPipe([process.execPath, '-e', '0'], [process.execPath, '-e', '0']));
+      cliFloorRuns.push(await pipeline(home, ['--version'], ['--version']));
+    }
+    const nodeFloorMs = median(nodeFloorRuns);
     const node = await replicateBetweenNodes(dir, srcPath, join(dir, 'dst.img'));
     const nodeMs = node.ms;
     const runsOf = (runs: readonly number[]): string => runs.map((x) => x.toFixed(0)).join(', ');
-    log(`1% change: send -i | recv ${replMs.toFixed(0)} ms (median of ${runsOf(replRuns)}), node to node ${nodeMs.toFixed(0)} ms (median of ${runsOf(node.runs)}; the first push after start took ${node.firstMs.toFixed(0)} ms), rsync -a ${rsyncMs.toFixed(0)} ms (median of ${runsOf(rsyncRuns)}), rsync -a --fsync ${rsyncSyncedMs.toFixed(0)} ms (median of ${runsOf(rsyncSyncedRuns)})`);
+    log(`1% change: send -i | recv ${replMs.toFixed(0)} ms (median of ${runsOf(replRuns)}), node to node ${nodeMs.toFixed(0)} ms (median of ${runsOf(node.runs)}; the first push after start took ${node.firstMs.toFixed(0)} ms), rsync -a ${rsyncMs.toFixed(0)} ms (median of ${runsOf(rsyncRuns)}), rsync -a --fsync ${rsyncSyncedMs.toFixed(0)} ms (median of ${runsOf(rsyncSyncedRuns)}); node -e 0 | node -e 0 ${nodeFloorMs.toFixed(0)} ms (median of ${runsOf(nodeFloorRuns)}), mirrorpool --version | mirrorpool --version ${median(cliFloorRuns).toFixed(0)} ms (median of ${runsOf(cliFloorRuns)})`);
     const check = await readFile(join(mirror, 'k0'));
     if (check.length !== KEY_BYTES) throw new Error('bench: rsync left a short file');
     return [
@@ -332,6 +351,10 @@ export async function run(): Promise<Figure[]> {
       }),
       figure({
         suite: SUITE, name: 'replicate a 1% change: send -i | recv', value: replMs, unit: 'ms',
+        versus: { label: 'rsync -a of the file tree', value: rsyncMs }, target: { op: '<=', ratio: 0.2 },
+      }),
+      figure({
+        suite: SUITE, name: 'the floor of send -i | recv: node -e 0 | node -e 0 (informational)', value: nodeFloorMs, unit: 'ms',
         versus: { label: 'rsync -a of the file tree', value: rsyncMs }, target: { op: '<=', ratio: 0.2 },
       }),
       figure({
