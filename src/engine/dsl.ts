@@ -618,6 +618,20 @@ export class Dsl {
     return this.exists(temp) ? this.c.head(temp).props.get(RESUME_TOKEN_KEY) : undefined;
   }
 
+  /**
+   * Destroys every temporary receive dataset that holds no resume token; returns their names.
+   * Import calls it, when nothing can be receiving: such a dataset is what a receive cut short by
+   * a crash or a kill left, and it would hold its space until the next receive into the same
+   * target. One holding a token is a stopped resumable receive and stays for `send -t` or `recv -A`.
+   */
+  async dropAbandonedReceives(): Promise<string[]> {
+    const abandoned = [...this.c.heads.values()]
+      .filter((node) => !node.destroyed && isReceiveTemp(node.component) && !node.props.has(RESUME_TOKEN_KEY))
+      .map((node) => this.c.nameOf(node));
+    for (const name of abandoned) await this.destroy(name, { recursive: true });
+    return abandoned;
+  }
+
   /** The receive into `target` failed or was abandoned: its temporary dataset goes. */
   async receiveAbort(target: string): Promise<void> {
     const temp = `${target}${RECV_SUFFIX}`;

@@ -269,7 +269,8 @@ export class Pool {
    * With `rewindToCheckpoint` the checkpointed state becomes current and every later change is
    * gone, intent-log records included (ENOENT when there is no checkpoint): the space the later
    * state held is freed in the first txg, whose uberblock makes the rewind durable — a crash
-   * before it leaves the pool as it was, checkpoint included.
+   * before it leaves the pool as it was, checkpoint included. Intent logs are replayed, and what
+   * a receive cut short by a crash or a kill left is destroyed (Dsl.dropAbandonedReceives).
    */
   static async import(leaves: readonly LeafInput[], env: PoolEnv, options: { maxTxg?: number; rewindToCheckpoint?: boolean } = {}): Promise<Pool> {
     return Pool.importFrom(leaves, env, options);
@@ -354,6 +355,7 @@ export class Pool {
         // Synchronous writes acknowledged after the last durable txg come back now.
         await pool.sync();
       }
+      await pool.dsl.dropAbandonedReceives();
     } catch (e) {
       await pool.abandon();
       throw e;

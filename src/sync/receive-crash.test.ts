@@ -2,8 +2,8 @@
 // resumed receive, the disks keep, drop or tear what was not yet synced, and the pool is imported
 // again. The target must then be exactly as before the receive or exactly as the stream left it,
 // never in between; the pool must pass its invariant checks; and the same stream must then land
-// (a crash leaves at most the temporary dataset, which the next receive replaces; a stopped
-// resumable receive keeps its token, and resumes from it).
+// (the import after a crash destroys the temporary dataset a cut receive left; a stopped
+// resumable receive keeps it with its token, and resumes from it).
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { PowerCutDisk, PowerSwitch, Prng, SimClock, SimDisk, hasCode, idle } from '../lib/index.js';
@@ -88,6 +88,14 @@ async function source(): Promise<{ src: Pool; full: Uint8Array; incremental: Uin
   return { src, full, incremental, contents };
 }
 
+/** Whether the temporary dataset of a receive into dst/d exists (listings leave it out). */
+function tempExists(pool: Pool): Promise<boolean> {
+  return pool.dsl.withView('dst/d%recv', 'read', () => Promise.resolve(true)).catch((e: unknown) => {
+    if (hasCode(e, 'ENOENT')) return false;
+    throw e;
+  });
+}
+
 async function* once(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
   await Promise.resolve();
   yield bytes;
@@ -169,6 +177,9 @@ describe('receive crash safety', () => {
         const again = await m.crashAndImport();
         const state = await targetState(again);
         expect([before, after], `cut ${cut} of ${receiveOps}`).toContain(state);
+        // The import gave back the space of what the cut receive had written: only a stopped
+        // resumable receive's temporary dataset (with its token) is left.
+        expect(await tempExists(again), `cut ${cut}: the temporary dataset`).toBe(kind === 'resumed' && state === before);
         // A receive that returned is durable: late cuts fall on the last copies of the uberblock,
         // which a pool may fail to write once one copy is on disk.
         if (landed) expect(state, `cut ${cut}: the receive returned`).toBe(after);

@@ -3,7 +3,8 @@
 // dataset for a full one — and only after END has verified the whole stream does one txg make it
 // the target, with a snapshot carrying the sender's guid and creation time (Dsl.receiveEnd). On
 // any error the temporary dataset is destroyed and the target is exactly as it was; a crash
-// leaves only the temporary dataset, which the next receive into the same target replaces.
+// leaves only the temporary dataset, which the next import destroys (Dsl.dropAbandonedReceives)
+// unless it holds a resume token.
 //
 // An incremental stream needs the target's newest snapshot to be the stream's from point (by
 // guid) and the target unchanged since: otherwise ESTALE ("the target diverged"), or with
