@@ -213,8 +213,43 @@ function addRecv(program: Command, io: CliIo): void {
         });
       if (io.stdin !== undefined || !ownStdin()) return withInput(undefined, io, (chunks) => receive(chunks));
       const stdin = new StdinChunks(0);
-      await receive(stdin, (chunk) => stdin.recycle(chunk));
+      await untilSignal((signalled) => receive(stoppedBy(stdin, signalled), (chunk) => stdin.recycle(chunk)));
     });
+}
+
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
+
+/**
+ * Runs `fn` (a receive from the process's own stdin) with the first SIGINT or SIGTERM caught
+ * instead of ending the process: `signalled()` then names it, and stoppedBy ends the input with
+ * it, so the receive stops as for a cut stream (`-s` keeps what arrived and a token, otherwise the
+ * temporary dataset goes) instead of dying with its work on disk. A second signal ends the process
+ * as usual: a read waiting on a writer that sends nothing sees the first only once bytes come.
+ */
+async function untilSignal<T>(fn: (signalled: () => string | undefined) => Promise<T>): Promise<T> {
+  let caught: string | undefined;
+  const stop = (): void => {
+    for (const s of STOP_SIGNALS) process.off(s, onSignal);
+  };
+  const onSignal = (signal: NodeJS.Signals): void => {
+    caught = signal;
+    stop();
+  };
+  for (const s of STOP_SIGNALS) process.on(s, onSignal);
+  try {
+    return await fn(() => caught);
+  } finally {
+    stop();
+  }
+}
+
+/** The chunks of `source` until `signalled()` names a signal: then ECANCELED. */
+async function* stoppedBy(source: AsyncIterable<Uint8Array>, signalled: () => string | undefined): AsyncGenerator<Uint8Array> {
+  for await (const chunk of source) {
+    const signal = signalled();
+    if (signal !== undefined) throw mpError('ECANCELED', `interrupted by ${signal}`, { signal });
+    yield chunk;
+  }
 }
 
 /** Adds `send` and `recv` to the program. */

@@ -43,7 +43,7 @@ describe('send | recv between two processes', () => {
     checkBuild();
     home = join(root(), 'home');
     await mkdir(join(home, 'vdevs'), { recursive: true });
-    for (const pool of ['src', 'dst', 'file', 'sock', 'cut']) await ok(['pool', 'create', '--size', '256M', pool, join(home, 'vdevs', `${pool}.img`)]);
+    for (const pool of ['src', 'dst', 'file', 'sock', 'cut', 'sig']) await ok(['pool', 'create', '--size', '256M', pool, join(home, 'vdevs', `${pool}.img`)]);
     await ok(['dataset', 'create', 'src/d']);
     await ok(['put', 'src/d', 'k', '-'], [first]);
     await ok(['snapshot', 'src/d@s1']);
@@ -92,6 +92,43 @@ describe('send | recv between two processes', () => {
       const code = await new Promise<number | null>((done) => child.once('close', (c) => done(c)));
       expect({ args, code, err }).toEqual({ args, code: 1, err: 'mirrorpool: ECANCELED: stdout: the reader went away\n' });
     }
+  });
+
+  it('stops recv at SIGINT: with -s it keeps a token that resumes, without it leaves nothing', async () => {
+    // recv takes its input in 4 MiB chunks (limits.streamReadChunkBytes) and notices the signal
+    // when the next one is complete: the stream is 12 MiB, and the signal comes after 9 MiB.
+    const big = randomBytes(12 * 1024 * 1024);
+    await ok(['dataset', 'create', 'src/big']);
+    await ok(['put', 'src/big', 'k', '-'], [big]);
+    await ok(['snapshot', 'src/big@s']);
+    const file = join(root(), 'sig.stream');
+    expect(shell(`${CLI} --home '${home}' send src/big@s > '${file}'`).code).toBe(0);
+    const bytes = await readFile(file);
+    const FIRST = 9 * 1024 * 1024;
+    /** recv fed the first 9 MiB (far more than a pipe holds: recv has read them), SIGINT, then a little more and the end. */
+    const interrupted = async (args: string[]): Promise<{ code: number | null; err: string }> => {
+      const child = spawn(process.execPath, ['bin/mirrorpool.js', '--home', home, 'recv', ...args], { stdio: ['pipe', 'ignore', 'pipe'] });
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const exited = new Promise<number | null>((done) => child.once('close', (code) => done(code)));
+      await new Promise<void>((done, fail) => child.stdin.write(bytes.subarray(0, FIRST), (e) => (e ? fail(e) : done())));
+      child.kill('SIGINT');
+      child.stdin.end(bytes.subarray(FIRST, FIRST + 64 * 1024));
+      return { code: await exited, err };
+    };
+    const kept = await interrupted(['-s', 'sig/d']);
+    expect(kept.code, kept.err).toBe(1);
+    const token = /^mirrorpool: ECANCELED: interrupted by SIGINT; the receive can resume with token (\S+)\n$/.exec(kept.err)?.[1];
+    expect(token, kept.err).toBeDefined();
+    const resumed = shell(`${CLI} --home '${home}' send -t '${token}' | ${CLI} --home '${home}' recv -s sig/d`);
+    expect(resumed.code, resumed.err).toBe(0);
+    expect((await content('sig/d@s')).equals(big)).toBe(true);
+
+    const dropped = await interrupted(['sig/e']);
+    expect(dropped).toEqual({ code: 1, err: 'mirrorpool: ECANCELED: interrupted by SIGINT\n' });
+    const again = shell(`${CLI} --home '${home}' recv sig/e < '${file}'`);
+    expect(again.code, again.err).toBe(0);
+    expect((await content('sig/e@s')).equals(big)).toBe(true);
   });
 
   it('refuses a cut stream and leaves the target as it was', async () => {
