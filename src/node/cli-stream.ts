@@ -13,6 +13,7 @@
 // Registered on the program by buildProgram in cli.ts.
 
 import { resolve } from 'node:path';
+import { isatty } from 'node:tty';
 import type { Command } from 'commander';
 import { type Pool, parseName } from '../engine/index.js';
 import { Gate, mpError } from '../lib/index.js';
@@ -123,6 +124,9 @@ function addSend(program: Command, io: CliIo): void {
       if (o.t !== undefined && (snapshot !== undefined || o.i !== undefined || o.I !== undefined)) throw usage('send -t takes the token alone');
       if (o.t === undefined && snapshot === undefined) throw usage('send needs a snapshot (or -t <token>)');
       if (o.to !== undefined && (o.estimate || o.t !== undefined)) throw usage('send --to goes with neither --estimate nor -t (it resumes by itself)');
+      if (o.to === undefined && !o.estimate && io.stdout === undefined && ownStdout() && isatty(1)) {
+        throw usage('send writes a binary stream and stdout is a terminal: redirect it to a file or a pipe');
+      }
       const to = sendTarget(o.t === undefined ? { to: snapshot ?? '' } : { token: o.t });
       const from = fromName(to, o.i ?? o.I);
       const request: SendRequest = { to, ...(from === undefined ? {} : { from }), intermediates: o.I !== undefined, ...(o.t === undefined ? {} : { token: o.t }) };
@@ -203,6 +207,7 @@ function addRecv(program: Command, io: CliIo): void {
         });
         return;
       }
+      if (io.stdin === undefined && ownStdin() && isatty(0)) throw usage('recv reads a binary stream and stdin is a terminal: redirect it from a file or a pipe');
       const report = progress(io, o.verbose, `recv ${dataset}:`);
       const receive = (chunks: AsyncIterable<Uint8Array>, recycle?: (chunk: Uint8Array) => void): Promise<void> =>
         withPool(home(cmd), poolOf(dataset), async (pool) => {

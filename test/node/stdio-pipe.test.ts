@@ -131,6 +131,20 @@ describe('send | recv between two processes', () => {
     expect((await content('sig/e@s')).equals(big)).toBe(true);
   });
 
+  it('refuses to write a stream to a terminal or read one from it', () => {
+    // script(1) runs the command on a pseudo-terminal: its stdin and stdout are that terminal.
+    const onTerminal = (args: string): { status: number | null; text: string } => {
+      const r = spawnSync('script', ['-qec', `${CLI} --home '${home}' ${args}`, '/dev/null'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+      return { status: r.status, text: r.stdout.replace(/\r/g, '') };
+    };
+    expect(onTerminal('send src/d@s1')).toEqual({ status: 2, text: 'mirrorpool: EINVAL: send writes a binary stream and stdout is a terminal: redirect it to a file or a pipe\n' });
+    expect(onTerminal('recv tty/d')).toEqual({ status: 2, text: 'mirrorpool: EINVAL: recv reads a binary stream and stdin is a terminal: redirect it from a file or a pipe\n' });
+    // --estimate prints text, which a terminal takes.
+    const estimate = onTerminal('send --estimate src/d@s1');
+    expect(estimate.status, estimate.text).toBe(0);
+    expect(estimate.text).toMatch(/^estimated size of full stream of src\/d@s1: \d+ bytes/);
+  });
+
   it('refuses a cut stream and leaves the target as it was', async () => {
     const file = join(root(), 'cut.stream');
     const whole = shell(`${CLI} --home '${home}' send src/d@s1 > '${file}'`);
