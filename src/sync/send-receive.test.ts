@@ -243,6 +243,9 @@ describe('send and receive', () => {
     await put(src, 'src/d', 'b', pattern(2, 70_000));
     await src.dsl.snapshot('src/d@2');
     const stream = await sendAll(src, 'src/d@2', 'src/d@1');
+    // The name of a receive's temporary dataset is not a target.
+    await expect(receiveRecords(dst, 'dst/d%recv', each(stream))).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(receiveRecords(dst, 'dst/e%recv', each(await sendAll(src, 'src/d@1')))).rejects.toMatchObject({ code: 'EINVAL' });
     // The target moves on by itself.
     await put(dst, 'dst/d', 'local', pattern(3, 1000));
     const before = await content(dst, 'dst/d');
