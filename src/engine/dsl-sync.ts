@@ -17,7 +17,7 @@ import { ObjectType } from './dnode.js';
 import { createKeyDirectory } from './keyed.js';
 import { ObjectSet, ObjsetType } from './objset.js';
 import { blocksBornAfter } from './traverse.js';
-import { type BlockPointer, type Guid, HOLE, newGuid, objectId, txg } from './types.js';
+import { type BlockPointer, type Guid, type Txg, HOLE, newGuid, objectId, txg } from './types.js';
 import { zapNumber } from './zap.js';
 import { type Catalog, type HeadNode, type SnapNode } from './dsl-catalog.js';
 
@@ -180,13 +180,30 @@ export async function destroySnapshotSync(c: Catalog, tx: dmu.Tx, snap: SnapNode
   await os?.quiesce();
 }
 
-/** Destroys a head with no snapshots left: frees what only it references. */
-export async function destroyHeadSync(c: Catalog, tx: dmu.Tx, node: HeadNode): Promise<void> {
+/** What blocksBornAfter listed for a head's root and previous snapshot txg. */
+export interface HeldBlocks {
+  readonly root: BlockPointer;
+  readonly prevSnapTxg: Txg;
+  readonly blocks: readonly BlockPointer[];
+}
+
+/** Lists what a head holds alone (for destroyHeadSync), outside a txg. */
+export async function listHeld(c: Catalog, node: HeadNode): Promise<HeldBlocks> {
+  const { root, prevSnapTxg } = node.record;
+  return { root, prevSnapTxg, blocks: await blocksBornAfter(c.o.store, c.nameOf(node), root, prevSnapTxg) };
+}
+
+/**
+ * Destroys a head with no snapshots left: frees what only it references (`held`, listed before the
+ * txg, when it is still the list of the head's root and previous snapshot txg; else listed here).
+ */
+export async function destroyHeadSync(c: Catalog, tx: dmu.Tx, node: HeadNode, held?: HeldBlocks): Promise<void> {
   assert(node.snapshots.size === 0 && node.children.size === 0 && node.parent !== null);
   assert(node.os === null || !node.os.hasDirty(tx.txg), 'a destroyed head has nothing dirty');
   const mos = c.o.mos;
   const r = node.record;
-  for (const bp of await blocksBornAfter(c.o.store, c.nameOf(node), r.root, r.prevSnapTxg)) c.o.store.free(bp, tx.txg);
+  const current = held !== undefined && held.root === r.root && held.prevSnapTxg === r.prevSnapTxg;
+  for (const bp of current ? held.blocks : await blocksBornAfter(c.o.store, c.nameOf(node), r.root, r.prevSnapTxg)) c.o.store.free(bp, tx.txg);
   for (const obj of [r.deadlist, r.children, r.snapshots, r.bookmarks, r.props]) if (obj !== 0) await dmu.freeObject(mos, tx, obj);
   if (r.intentLog !== 0) {
     // A log that failed to open is opened again here (its table is all the destroy needs).

@@ -21,7 +21,7 @@
 // (dsl-catalog.ts), waits on the datasets' gates where needed, and queues the sync task that
 // makes the change (dsl-sync.ts). Reports and invariant checks live in dsl-report.ts.
 
-import { assert, hasCode, mpError, writeU64Number } from '../lib/index.js';
+import { MirrorpoolError, assert, hasCode, mpError, writeU64Number } from '../lib/index.js';
 import { appendDeadlist } from './deadlist.js';
 import type * as dmu from './dmu.js';
 import { RECV_SUFFIX, RESUME_TOKEN_KEY, formatName, isReceiveTemp, parseName } from './dsl-names.js';
@@ -35,7 +35,7 @@ import { type BlockPointer, type ObjectId, type Txg, newGuid } from './types.js'
 import { zapNumber } from './zap.js';
 import { type Bookmark, Catalog, type DslOptions, type HeadNode, type SnapNode, canonicalProps, checkGuid, checkTag, encodeBookmark } from './dsl-catalog.js';
 import { type DatasetEntry, type DatasetType, type PropertyValue, checkInvariants, list, properties, resumeTokenOf } from './dsl-report.js';
-import { createHeadSync, destroyHeadSync, destroySnapshotSync, renameHeadSync, rollbackSync, snapshotSync, swapCloneSync } from './dsl-sync.js';
+import { type HeldBlocks, createHeadSync, destroyHeadSync, destroySnapshotSync, listHeld, renameHeadSync, rollbackSync, snapshotSync, swapCloneSync } from './dsl-sync.js';
 
 export type { Bookmark, DslHost, DslOptions } from './dsl-catalog.js';
 export type { DatasetEntry, DatasetType, PropertyValue } from './dsl-report.js';
@@ -332,12 +332,19 @@ export class Dsl {
     const doomed = this.checkHeadDestroy(top, options.recursive === true);
     await this.withExclusive(doomed, async () => {
       await this.c.o.host.sync();
+      // The blocks a head without snapshots alone holds are listed before the txg: one that
+      // cannot be read then fails the destroy with its code, where in the txg it would suspend
+      // the pool. (A head with snapshots is listed in the txg, once they are gone.)
+      const held = new Map<HeadNode, HeldBlocks>();
+      for (const node of this.checkHeadDestroy(this.c.head(text), options.recursive === true)) {
+        if (node.snapshots.size === 0) held.set(node, await listHeld(this.c, node));
+      }
       await this.c.o.host.syncTask(async (tx) => {
         const again = this.checkHeadDestroy(this.c.head(text), options.recursive === true);
         for (const node of again) {
           const newestFirst = [...node.snapshots.values()].sort((a, b) => b.record.createdTxg - a.record.createdTxg || b.obj - a.obj);
           for (const snap of newestFirst) await destroySnapshotSync(this.c, tx, snap);
-          await destroyHeadSync(this.c, tx, node);
+          await destroyHeadSync(this.c, tx, node, held.get(node));
         }
       });
     });
@@ -623,13 +630,23 @@ export class Dsl {
    * Import calls it, when nothing can be receiving: such a dataset is what a receive cut short by
    * a crash or a kill left, and it would hold its space until the next receive into the same
    * target. One holding a token is a stopped resumable receive and stays for `send -t` or `recv -A`.
+   * One that cannot be destroyed (a damaged block: ECKSUM) does not fail the import; it stays for
+   * the next import, or the next receive into its target, to try again.
    */
   async dropAbandonedReceives(): Promise<string[]> {
     const abandoned = [...this.c.heads.values()]
       .filter((node) => !node.destroyed && isReceiveTemp(node.component) && !node.props.has(RESUME_TOKEN_KEY))
       .map((node) => this.c.nameOf(node));
-    for (const name of abandoned) await this.destroy(name, { recursive: true });
-    return abandoned;
+    const dropped: string[] = [];
+    for (const name of abandoned) {
+      try {
+        await this.destroy(name, { recursive: true });
+        dropped.push(name);
+      } catch (e) {
+        if (!(e instanceof MirrorpoolError)) throw e;
+      }
+    }
+    return dropped;
   }
 
   /** The receive into `target` failed or was abandoned: its temporary dataset goes. */
