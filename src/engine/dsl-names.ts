@@ -68,6 +68,11 @@ export function isReceiveTemp(text: string): boolean {
   return text.includes(RECV_SUFFIX);
 }
 
+/** Names with %recv belong to receive: EINVAL for anyone naming one. */
+export function notReserved(text: string): void {
+  if (isReceiveTemp(text)) invalid(text, `names with ${RECV_SUFFIX} are reserved for receive`);
+}
+
 export function formatName(n: DatasetName): string {
   const base = [n.pool, ...n.path].join('/');
   if (n.snapshot !== undefined) return `${base}@${n.snapshot}`;

@@ -24,7 +24,7 @@
 import { MirrorpoolError, assert, hasCode, mpError, writeU64Number } from '../lib/index.js';
 import { appendDeadlist } from './deadlist.js';
 import type * as dmu from './dmu.js';
-import { RECV_SUFFIX, RESUME_TOKEN_KEY, formatName, isReceiveTemp, parseName } from './dsl-names.js';
+import { RECV_SUFFIX, RESUME_TOKEN_KEY, formatName, isReceiveTemp, notReserved, parseName } from './dsl-names.js';
 import { canonicalProperty, checksumOfProperty, parseRecordSize } from './dsl-props.js';
 import { ObjectSet } from './objset.js';
 import { DurableLog } from './durable-log.js';
@@ -674,9 +674,4 @@ export class Dsl {
       node.props.set(property, canonical);
     });
   }
-}
-
-/** Names ending in %recv belong to receive (EINVAL for anyone else). */
-function notReserved(text: string): void {
-  if (isReceiveTemp(text)) throw mpError('EINVAL', `invalid dataset name '${text}': names with ${RECV_SUFFIX} are reserved for receive`, { name: text });
 }

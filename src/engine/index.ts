@@ -21,7 +21,7 @@ export { MIRROR_CHILDREN_MAX } from './vdev.js';
 export { TOP_VDEVS_MAX } from './blkptr.js';
 export { Dsl } from './dsl.js';
 export type { Bookmark, DatasetEntry, DatasetType, DatasetView, PropertyValue } from './dsl.js';
-export { NAME_BYTES_MAX, formatName, isReceiveTemp, parseName } from './dsl-names.js';
+export { NAME_BYTES_MAX, formatName, notReserved, parseName } from './dsl-names.js';
 export type { DatasetName, NameKind } from './dsl-names.js';
 export { PROPERTY_DEFAULTS, PROPERTY_NAMES, canonicalProperty } from './dsl-props.js';
 export * as keyed from './keyed.js';

@@ -12,7 +12,7 @@
 // Objects are created at the sender's object numbers, so both sides stay logically equal.
 
 import { MirrorpoolError, bytesEqual, hasCode, mpError } from '../lib/index.js';
-import { type DatasetView, type Pool, type TxHandle, ObjectType, dmu, isReceiveTemp, objectId, parseName } from '../engine/index.js';
+import { type DatasetView, type Pool, type TxHandle, ObjectType, dmu, notReserved, objectId, parseName } from '../engine/index.js';
 import { decodeResumeToken, encodeResumeToken } from './resume-token.js';
 import { type BeginRecord, RecordKind, type StreamRecord } from './stream-record.js';
 
@@ -68,7 +68,7 @@ export interface ReceiveHooks {
  */
 export async function receiveRecords(pool: Pool, target: string, records: AsyncIterable<StreamRecord>, options: ReceiveOptions = {}, hooks: ReceiveHooks = {}): Promise<ReceiveResult> {
   parseName(target, ['dataset']);
-  if (isReceiveTemp(target)) throw mpError('EINVAL', `invalid dataset name '${target}': names with %recv are reserved for receive`, { name: target });
+  notReserved(target);
   const it = records[Symbol.asyncIterator]();
   const first = await it.next();
   if (first.done === true || first.value.kind !== RecordKind.begin) throw mpError('EPROTO', 'stream does not start with BEGIN', {});
